@@ -1,0 +1,44 @@
+"""Typed settings, read from WANGGE_* environment variables."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WANGGE_", extra="ignore")
+
+    # When set, an existing PostGIS is used and the project-local cluster is left alone.
+    database_url: str | None = None
+    # Project-local cluster: data directory under the project, its own port.
+    local_dir: Path = PROJECT_ROOT / ".wangge"
+    local_port: int = 55432
+    local_db: str = "wangge"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    pool_size: int = Field(default=10, ge=1)
+    token_cache_s: float = 30.0
+    max_features: int = Field(default=1000, ge=1)
+
+    def sync_url(self) -> str:
+        """SQLAlchemy URL for the psycopg (sync) driver."""
+        return _with_driver(self.resolved_url(), "psycopg")
+
+    def async_url(self) -> str:
+        """SQLAlchemy URL for the asyncpg driver."""
+        return _with_driver(self.resolved_url(), "asyncpg")
+
+    def resolved_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        from api import localdb
+
+        return localdb.LocalCluster(self).url()
+
+
+def _with_driver(url: str, driver: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+{driver}://{rest}" if scheme.split("+")[0] in ("postgresql", "postgres") else url

@@ -1,0 +1,293 @@
+"""Database tables: the schema of record (Alembic migrations are generated from it)."""
+
+from datetime import datetime
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer,
+    SmallInteger, String, Text, func, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+LEVELS = ("district", "street", "community", "grid")
+CODE_LENGTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
+GRID_KINDS = ("residential", "commercial")
+VERSION_STATUSES = ("draft", "active", "retired")
+ROLES = ("admin", "supervisor", "planner", "dispatcher", "grid_worker", "reporter")
+RESPONDER_ROLES = ("grid_worker", "patrol", "department_crew")
+RESPONDER_STATUSES = ("available", "busy", "off_duty")
+CLOCKS = ("urgent", "working_hours", "working_days", "calendar_days")
+INCIDENT_STATUSES = (
+    "unassigned", "reported", "filed", "dispatched", "in_progress", "handled", "verified",
+    "closed", "returned", "suspended", "rejected", "void",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _now():
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GridVersion(Base):
+    """A generation of grids (MapIt-style): drafted, activated in one step, then retired."""
+
+    __tablename__ = "grid_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8), server_default="draft")
+    revision: Mapped[int] = mapped_column(Integer, server_default="0")  # optimistic locking of plan edits
+    based_on_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint(_in("status", VERSION_STATUSES), name="grid_versions_status"),
+        # Exactly one active version at any time (at most one here; publishing swaps in one transaction).
+        Index("grid_versions_one_active", text("(true)"), unique=True, postgresql_where=text("status = 'active'")),
+    )
+
+
+class Area(Base):
+    """One node of district → street → community → grid; only grids belong to a version."""
+
+    __tablename__ = "areas"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(15))
+    level: Mapped[str] = mapped_column(String(9))
+    name: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id", ondelete="CASCADE"))
+    kind: Mapped[str | None] = mapped_column(String(11))
+    households: Mapped[int] = mapped_column(Integer, server_default="0")
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("responders.id", use_alter=True, ondelete="SET NULL"))
+    is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    geom = mapped_column(Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        CheckConstraint(_in("level", LEVELS), name="areas_level"),
+        CheckConstraint(
+            " OR ".join(f"(level = '{lvl}' AND code ~ '^[0-9]{{{n}}}$')" for lvl, n in CODE_LENGTH.items()),
+            name="areas_code_digits",
+        ),
+        CheckConstraint("(level = 'grid') = (version_id IS NOT NULL)", name="areas_only_grids_versioned"),
+        CheckConstraint(f"kind IS NULL OR (level = 'grid' AND {_in('kind', GRID_KINDS)})", name="areas_kind"),
+        CheckConstraint("households >= 0", name="areas_households"),
+        CheckConstraint("ST_IsValid(geom) AND NOT ST_IsEmpty(geom)", name="areas_geom_valid"),
+        Index("areas_code_stable", "code", unique=True, postgresql_where=text("version_id IS NULL")),
+        Index("areas_code_per_version", "version_id", "code", unique=True, postgresql_where=text("version_id IS NOT NULL")),
+        Index("areas_geom_gist", "geom", postgresql_using="gist"),
+    )
+
+
+class Building(Base):
+    """A building as a point or footprint, with its households (shop fronts count as households)."""
+
+    __tablename__ = "buildings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    households: Mapped[int] = mapped_column(Integer)
+    use: Mapped[str] = mapped_column(String(11), server_default="residential")
+    address: Mapped[str | None] = mapped_column(Text)
+    is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    source: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("GEOMETRY", srid=4326, spatial_index=False), nullable=False)
+    __table_args__ = (
+        CheckConstraint("households >= 0", name="buildings_households"),
+        CheckConstraint(_in("use", GRID_KINDS), name="buildings_use"),
+        CheckConstraint("GeometryType(geom) IN ('POINT', 'POLYGON', 'MULTIPOLYGON')", name="buildings_geom_type"),
+        Index("buildings_geom_gist", "geom", postgresql_using="gist"),
+    )
+
+
+class Department(Base):
+    __tablename__ = "departments"
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+
+
+class IncidentCategory(Base):
+    """What can be reported, who handles it and how long they have (amount, unit, clock)."""
+
+    __tablename__ = "incident_categories"
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    department_code: Mapped[str] = mapped_column(ForeignKey("departments.code"))
+    time_limit: Mapped[int] = mapped_column(Integer)
+    time_limit_unit: Mapped[str] = mapped_column(String(5))
+    clock: Mapped[str] = mapped_column(String(13))
+    dispatch_limit_min: Mapped[int] = mapped_column(Integer, server_default="30")
+    active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    __table_args__ = (
+        CheckConstraint(_in("clock", CLOCKS), name="incident_categories_clock"),
+        CheckConstraint(_in("time_limit_unit", ("hours", "days")), name="incident_categories_unit"),
+        CheckConstraint("time_limit > 0", name="incident_categories_limit"),
+    )
+
+
+class User(Base):
+    """An account; `area_code` confines it to that subtree (NULL: the whole system, admins only)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(String(11))
+    area_code: Mapped[str | None] = mapped_column(String(15))
+    created_at: Mapped[datetime] = _now()
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="users_role"),)
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Responder(Base):
+    """A grid worker, patrol or department crew, with shift status and last known position."""
+
+    __tablename__ = "responders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(15))
+    department_code: Mapped[str | None] = mapped_column(ForeignKey("departments.code"))
+    home_grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    status: Mapped[str] = mapped_column(String(9), server_default="available")
+    position = mapped_column(Geometry("POINT", srid=4326, spatial_index=False))
+    position_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), unique=True)
+    is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    created_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        CheckConstraint(_in("role", RESPONDER_ROLES), name="responders_role"),
+        CheckConstraint(_in("status", RESPONDER_STATUSES), name="responders_status"),
+        Index("responders_position_gist", "position", postgresql_using="gist"),
+    )
+
+
+class ResponderPosition(Base):
+    """Append-only track of position pings; BRIN on time keeps it cheap as it grows."""
+
+    __tablename__ = "responder_positions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    responder_id: Mapped[int] = mapped_column(ForeignKey("responders.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
+    __table_args__ = (
+        Index("responder_positions_track", "responder_id", text("at DESC")),
+        Index("responder_positions_at_brin", "at", postgresql_using="brin"),
+    )
+
+
+class Incident(Base):
+    """A reported problem, assigned to the grid (and version) that covers it."""
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category_code: Mapped[str] = mapped_column(ForeignKey("incident_categories.code"))
+    description: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    reporter_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reporter_contact = mapped_column(JSONB)  # Open311 name/email/phone; never exposed publicly
+    input_crs: Mapped[str] = mapped_column(String(9), server_default="EPSG:4326")
+    status: Mapped[str] = mapped_column(String(11))
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    grid_version_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("responders.id", ondelete="SET NULL"))
+    department_code: Mapped[str | None] = mapped_column(ForeignKey("departments.code"))
+    # Outside every grid: kept, with the nearest grid as a suggestion.
+    suggested_grid_code: Mapped[str | None] = mapped_column(String(15))
+    suggested_distance_m: Mapped[float | None] = mapped_column(Float)
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    escalation_level: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    rework_count: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    updated_at: Mapped[datetime] = _now()
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
+    __table_args__ = (
+        CheckConstraint(_in("status", INCIDENT_STATUSES), name="incidents_status"),
+        CheckConstraint("escalation_level BETWEEN 0 AND 3", name="incidents_escalation_level"),
+        Index("incidents_geom_gist", "geom", postgresql_using="gist"),
+        Index("incidents_reported_at", "reported_at", "id"),
+        Index("incidents_grid", "grid_code", "status"),
+        Index("incidents_status_due", "status", "due_at"),
+        Index("incidents_assignee", "assignee_id", "status"),
+        Index("incidents_idempotency", "reporter_id", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+    )
+
+
+class IncidentEvent(Base):
+    """Append-only log of everything that happens to an incident (a trigger forbids edits)."""
+
+    __tablename__ = "incident_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = _now()
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(11))
+    to_status: Mapped[str | None] = mapped_column(String(11))
+    note: Mapped[str | None] = mapped_column(Text)
+    data = mapped_column(JSONB)
+    __table_args__ = (Index("incident_events_incident", "incident_id", "at"),)
+
+
+class AuditLog(Base):
+    """Who changed what, for publishing, user and token changes."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = _now()
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(Text)
+    detail = mapped_column(JSONB)
+
+
+class Job(Base):
+    """A background job (automatic drafts, big imports) with progress and a result."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(9), server_default="queued")
+    progress: Mapped[float] = mapped_column(Float, server_default="0")
+    params = mapped_column(JSONB)
+    result = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint(_in("status", ("queued", "running", "done", "failed", "cancelled")), name="jobs_status"),
+    )
