@@ -131,7 +131,7 @@ class IncidentCategory(Base):
     __table_args__ = (
         CheckConstraint(_in("clock", CLOCKS), name="incident_categories_clock"),
         CheckConstraint(_in("time_limit_unit", ("hours", "days")), name="incident_categories_unit"),
-        CheckConstraint("time_limit > 0", name="incident_categories_limit"),
+        CheckConstraint("time_limit >= 0", name="incident_categories_limit"),
     )
 
 

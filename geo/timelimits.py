@@ -132,7 +132,7 @@ def due_at_many(reported, time_limit: int, unit: str, clock: str) -> pd.Datetime
 def due_at(reported_at: datetime, time_limit: int, unit: str, clock: str) -> datetime:
     """Due time of one incident; tz-aware in Asia/Shanghai. See the module docstring for rules."""
     if not isinstance(reported_at, datetime):
-        raise ValueError(f"reported_at must be a datetime, got {type(reported_at).__name__}.")
+        raise TypeError(f"reported_at must be a datetime, got {type(reported_at).__name__}.")
     if reported_at.tzinfo is None or reported_at.utcoffset() is None:
         raise ValueError("reported_at must be timezone-aware (e.g. +08:00); naive datetimes are ambiguous.")
     return due_at_many([reported_at], time_limit, unit, clock)[0].to_pydatetime()

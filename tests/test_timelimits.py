@@ -1,6 +1,6 @@
 """Due times under each clock type, against hand-computed cases (no database)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -78,7 +78,7 @@ def test_same_day_urgent_is_due_at_midnight():
 
 
 def test_other_time_zone_input_is_read_in_beijing_time():
-    utc = datetime(2026, 11, 13, 2, tzinfo=timezone.utc)  # 10:00 in Beijing
+    utc = datetime(2026, 11, 13, 2, tzinfo=UTC)  # 10:00 in Beijing
     assert due_at(utc, 1, "days", "working_days") == t(2026, 11, 16, 18)
     assert due_at(utc, 1, "days", "working_days").utcoffset() == timedelta(hours=8)
 

@@ -113,7 +113,7 @@ def upgrade() -> None:
     sa.Column('active', sa.Boolean(), server_default='true', nullable=False),
     sa.CheckConstraint("clock IN ('urgent', 'working_hours', 'working_days', 'calendar_days')", name='incident_categories_clock'),
     sa.CheckConstraint("time_limit_unit IN ('hours', 'days')", name='incident_categories_unit'),
-    sa.CheckConstraint('time_limit > 0', name='incident_categories_limit'),
+    sa.CheckConstraint('time_limit >= 0', name='incident_categories_limit'),
     sa.ForeignKeyConstraint(['department_code'], ['departments.code'], ),
     sa.PrimaryKeyConstraint('code')
     )

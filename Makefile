@@ -1,0 +1,38 @@
+# Two commands for newcomers: `make demo` and `make test`. Everything else is `.venv/bin/wangge ...`.
+WANGGE := .venv/bin/wangge
+PYTHON := .venv/bin/python
+
+.PHONY: deps db demo test bench clean-db
+
+deps:
+	@scripts/deps.sh
+
+db: deps
+	@$(WANGGE) db start
+	@$(WANGGE) db migrate
+
+## Set everything up, load the demo district and serve http://127.0.0.1:8000
+demo: db
+	@$(WANGGE) fixtures load
+	@echo "Token for the demo admin (also in .wangge/demo-token):"
+	@$(WANGGE) users demo-token
+	@echo "Map: http://127.0.0.1:8000/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
+	@echo "API docs: http://127.0.0.1:8000/docs"
+	@$(WANGGE) serve
+
+## The whole test suite against a throwaway database on the real PostGIS
+test:
+	@scripts/deps.sh --browser
+	@$(WANGGE) db start
+	@$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## Benchmarks side by side with raw PostGIS; writes bench/reports/latest.md
+bench:
+	@scripts/deps.sh --bench
+	@$(WANGGE) db start
+	@$(WANGGE) db migrate
+	@$(PYTHON) -m bench
+
+clean-db:
+	-@$(WANGGE) db stop
+	rm -rf .wangge/pg .wangge/db-password

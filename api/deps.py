@@ -1,0 +1,47 @@
+"""Request dependencies, declared once as Annotated aliases."""
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.settings import Settings
+from geo.auth import Caller, resolve_token
+
+_bearer = HTTPBearer(auto_error=False, description="Token from `wangge users create`.")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.engine.connect() as conn:
+        yield conn
+
+
+async def get_caller(
+    request: Request,
+    conn: Annotated[AsyncConnection, Depends(get_conn)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The authenticated caller; browsers opening map pages may pass ?access_token= instead."""
+    token = credentials.credentials if credentials else request.query_params.get("access_token")
+    cache: dict = request.app.state.token_cache
+    hit = cache.get(token)
+    now = time.monotonic()
+    if hit and hit[1] > now:
+        return hit[0]
+    caller = await resolve_token(conn, token)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[token] = (caller, now + request.app.state.settings.token_cache_s)
+    return caller
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Conn = Annotated[AsyncConnection, Depends(get_conn)]
+CurrentCaller = Annotated[Caller, Depends(get_caller)]

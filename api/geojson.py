@@ -1,0 +1,26 @@
+"""GeoJSON responses assembled from Feature texts that PostGIS already serialised."""
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+MEDIA_TYPE = "application/geo+json"
+
+
+class GeoJSONResponse(Response):
+    media_type = MEDIA_TYPE
+
+
+def feature(text: str) -> GeoJSONResponse:
+    return GeoJSONResponse(text.encode())
+
+
+def feature_collection(request: Request, features: list[str], next_params: dict | None) -> GeoJSONResponse:
+    """A FeatureCollection with self and (unless this is the last page) next links."""
+    links = [{"rel": "self", "href": str(request.url), "type": MEDIA_TYPE}]
+    if next_params is not None:
+        links.append({"rel": "next", "href": str(request.url.include_query_params(**next_params)),
+                      "type": MEDIA_TYPE})
+    head = b'{"type":"FeatureCollection","numberReturned":%d,"links":%s,"features":[' % (
+        len(features), orjson.dumps(links))
+    return GeoJSONResponse(head + ",".join(features).encode() + b"]}")

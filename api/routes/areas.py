@@ -1,0 +1,50 @@
+"""Areas of the hierarchy and the point → grid lookup."""
+
+from typing import Annotated
+
+import orjson
+
+from fastapi import APIRouter, Path, Query, Request
+
+from api.deps import Conn, CurrentCaller
+from api.geojson import GeoJSONResponse, feature, feature_collection
+from geo import areas, crs
+
+router = APIRouter(tags=["areas"])
+
+Code = Annotated[str, Path(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", description="6, 9, 12 or 15-digit area code")]
+Version = Annotated[int | None, Query(description="Grid version id; default: the active one")]
+MAX_PAGE = 1000
+
+
+@router.get("/areas/{code}", response_class=GeoJSONResponse)
+async def get_area(code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
+                   version: Version = None) -> GeoJSONResponse:
+    """One area as a Feature: code, name, level, households, worker and parent chain."""
+    return feature(await areas.get(conn, caller, code, geometry, version))
+
+
+@router.get("/areas/{code}/children", response_class=GeoJSONResponse)
+async def get_children(request: Request, code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
+                       version: Version = None, after: str = "",
+                       limit: Annotated[int, Query(ge=1)] = 100) -> GeoJSONResponse:
+    """The area's children as a FeatureCollection, paged by code (`after`), `limit` clamped to 1000."""
+    limit = min(limit, MAX_PAGE)
+    features, more = await areas.children(conn, caller, code, geometry, version, after, limit)
+    next_params = {"after": _code_of(features[-1]), "limit": limit} if more else None
+    return feature_collection(request, features, next_params)
+
+
+@router.get("/grids/at", response_class=GeoJSONResponse)
+async def grid_at(conn: Conn, caller: CurrentCaller,
+                  lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],
+                  crs_name: Annotated[str, Query(alias="crs")] = "EPSG:4326",
+                  version: Version = None) -> GeoJSONResponse:
+    """The grid covering a point (edges included; shared edges go to the lowest code)."""
+    if crs_name != "EPSG:4326":
+        lon, lat = crs.to_wgs84(lon, lat, crs_name)
+    return feature(await areas.grid_at(conn, caller, lon, lat, version))
+
+
+def _code_of(feature_text: str) -> str:
+    return orjson.loads(feature_text)["id"]

@@ -1,0 +1,161 @@
+"""Areas of the hierarchy and point → grid lookup, answered as GeoJSON built inside PostGIS."""
+
+from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, true
+from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from geo.auth import Caller
+from geo.errors import Forbidden, NotFound, OutsideEveryGrid
+from geo.models import Area, GridVersion, Responder
+
+# Candidates taken by the planar KNN before re-ranking by true (geodesic) metres.
+NEAREST_CANDIDATES = 8
+GEOJSON_DECIMALS = 7  # ~1 cm
+
+ACTIVE_VERSION = select(GridVersion.id).where(GridVersion.status == "active").scalar_subquery()
+VERSION = func.coalesce(bindparam("version", type_=Integer), ACTIVE_VERSION)
+SCOPE = bindparam("scope", type_=String)
+
+
+def _chain(area):
+    """Ancestors of `area`, nearest first: codes are prefixes, so no recursion is needed."""
+    parent = aliased(Area)
+    entry = func.json_build_object("code", parent.code, "name", parent.name, "level", parent.level)
+    return (
+        select(func.json_agg(aggregate_order_by(entry, func.length(parent.code).desc())))
+        .where(
+            parent.version_id.is_(None),
+            parent.code.in_([func.left(area.code, n) for n in (6, 9, 12)]),
+            parent.code != area.code,
+        )
+        .scalar_subquery()
+    )
+
+
+def _feature(area, worker, geometry: bool):
+    """One area as GeoJSON Feature text, with households, worker and parent chain."""
+    worker_json = case(
+        (worker.id.is_(None), null()),
+        else_=func.json_build_object("id", worker.id, "name", worker.name, "phone", worker.phone,
+                                     "status", worker.status),
+    )
+    props = func.json_build_object(
+        "code", area.code, "name", area.name, "level", area.level, "kind", area.kind,
+        "households", area.households, "grid_version", area.version_id,
+        "is_synthetic", area.is_synthetic, "worker", worker_json, "chain", _chain(area),
+    )
+    geom = func.ST_AsGeoJSON(area.geom, GEOJSON_DECIMALS).cast(JSON) if geometry else null()
+    return func.json_build_object("type", "Feature", "id", area.code, "geometry", geom,
+                                  "properties", props).cast(String)
+
+
+def _area_query(geometry: bool):
+    area, worker = aliased(Area, name="a"), aliased(Responder, name="w")
+    stmt = select(_feature(area, worker, geometry)).select_from(area).outerjoin(worker, worker.id == area.worker_id)
+    return area, stmt
+
+
+def _visible(area):
+    """The caller's subtree, in SQL, and only the stable levels or the chosen grid version."""
+    return (
+        area.code.startswith(SCOPE, autoescape=False),
+        (area.version_id.is_(None)) | (area.version_id == VERSION),
+    )
+
+
+def _build_statements():
+    statements = {}
+    for geometry in (True, False):
+        area, stmt = _area_query(geometry)
+        statements["area", geometry] = stmt.where(area.code == bindparam("code"), *_visible(area)).limit(1)
+        parent = aliased(Area)
+        parent_id = (
+            select(parent.id)
+            .where(parent.code == bindparam("code"), parent.version_id.is_(None))
+            .scalar_subquery()
+        )
+        statements["children", geometry] = (
+            stmt.where(area.parent_id == parent_id, area.code > bindparam("after"), *_visible(area))
+            .order_by(area.code)
+            .limit(bindparam("limit"))
+        )
+    area, stmt = _area_query(True)
+    point = func.ST_SetSRID(func.ST_MakePoint(bindparam("lon", type_=Float), bindparam("lat", type_=Float)), 4326)
+    # ST_Covers finds points on edges; a point on a shared edge goes to the lowest code.
+    statements["grid_at"] = (
+        stmt.where(area.level == "grid", area.version_id == VERSION, func.ST_Covers(area.geom, point),
+                   area.code.startswith(SCOPE, autoescape=False))
+        .order_by(area.code)
+        .limit(1)
+    )
+    candidates = (
+        select(Area.code, Area.geom)
+        .where(Area.level == "grid", Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
+        .order_by(Area.geom.op("<->")(point))
+        .limit(NEAREST_CANDIDATES)
+        .subquery()
+    )
+    distance = func.ST_Distance(func.geography(candidates.c.geom), func.geography(point))
+    statements["nearest"] = select(candidates.c.code, distance).order_by(distance, candidates.c.code).limit(1)
+    return statements
+
+
+STATEMENTS = _build_statements()
+
+
+def _check_scope(caller: Caller, code: str) -> None:
+    if not caller.can_see(code):
+        raise Forbidden(f"Area {code} is outside your area {caller.area_code}.", field="code")
+
+
+async def get(conn: AsyncConnection, caller: Caller, code: str, geometry: bool = True,
+              version: int | None = None) -> str:
+    """One area as Feature JSON text."""
+    _check_scope(caller, code)
+    params = {"code": code, "scope": caller.scope, "version": version}
+    text = (await conn.execute(STATEMENTS["area", geometry], params)).scalar()
+    if text is None:
+        raise NotFound(f"No area with code {code!r}" + (f" in grid version {version}." if version else "."),
+                       field="code")
+    return text
+
+
+async def children(conn: AsyncConnection, caller: Caller, code: str, geometry: bool = True,
+                   version: int | None = None, after: str = "", limit: int = 100) -> tuple[list[str], bool]:
+    """Children of an area as Feature JSON texts, keyset-paged by code; also whether more follow."""
+    await get(conn, caller, code, geometry=False, version=version)  # 404/403 for the parent itself
+    params = {"code": code, "scope": caller.scope, "version": version, "after": after, "limit": limit + 1}
+    rows = (await conn.execute(STATEMENTS["children", geometry], params)).scalars().all()
+    return rows[:limit], len(rows) > limit
+
+
+async def grid_at(conn: AsyncConnection, caller: Caller, lon: float, lat: float,
+                  version: int | None = None) -> str:
+    """The grid covering a WGS84 point, as Feature JSON text; OutsideEveryGrid names the nearest."""
+    params = {"lon": lon, "lat": lat, "scope": caller.scope, "version": version}
+    text = (await conn.execute(STATEMENTS["grid_at"], params)).scalar()
+    if text is not None:
+        return text
+    nearest = (await conn.execute(STATEMENTS["nearest"], params)).first()
+    raise OutsideEveryGrid(lon, lat, *(nearest or (None, None)))
+
+
+SUBTREE = (
+    select(Area.code, Area.level, Area.name, Area.kind, Area.households, Responder.name.label("worker"),
+           func.ST_AsGeoJSON(Area.geom, 6).label("geojson"))
+    .outerjoin(Responder, Responder.id == Area.worker_id)
+    .where(Area.code.startswith(bindparam("code", type_=String), autoescape=False),
+           Area.code.startswith(SCOPE, autoescape=False),
+           (Area.version_id.is_(None)) | (Area.version_id == VERSION))
+    .order_by(Area.code)
+)
+
+
+async def subtree(conn: AsyncConnection, caller: Caller, code: str, version: int | None = None) -> list:
+    """Every area under `code` (itself included), with worker name and GeoJSON geometry, for maps."""
+    _check_scope(caller, code)
+    rows = (await conn.execute(SUBTREE, {"code": code, "scope": caller.scope, "version": version})).all()
+    if not rows:
+        raise NotFound(f"No area with code {code!r}.", field="area")
+    return rows

@@ -1,0 +1,106 @@
+"""Shared fixtures: a throwaway database on the real PostGIS, loaded with the demo district once."""
+
+import os
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from api.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _server_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from api.localdb import LocalCluster
+
+    return LocalCluster(settings).url()
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """URL (psycopg driver) of a fresh, migrated database that is dropped after the session."""
+    settings = Settings()
+    try:
+        base = make_url(_server_url(settings))
+        admin = base.set(drivername="postgresql", database="postgres")
+        psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=5).close()
+    except Exception as exc:
+        message = f"PostGIS is not reachable ({exc}); run `make test`, which starts it."
+        if IN_CI:
+            pytest.fail(message, pytrace=False)  # in CI a missing database is a failure, never a skip
+        pytest.skip(message)
+    name = f"wangge_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    try:
+        from geo.db import migrate
+
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url):
+    from geo.db import sync_engine
+
+    engine = sync_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo(engine):
+    """The full demo district, built once and loaded through the real loader."""
+    from fixtures import synth
+    from fixtures.load import load
+
+    district = synth.build()
+    report = load(engine, lambda: district)
+    return district, report
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, demo):
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture(scope="session")
+def client(settings):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def make_token(engine, role: str, area: str | None) -> str:
+    from geo.auth import create_user, issue_token
+
+    with engine.begin() as conn:
+        user_id = create_user(conn, f"{role}-{area}-{uuid.uuid4().hex[:6]}", role, area)
+        return issue_token(conn, user_id)
+
+
+@pytest.fixture(scope="session")
+def admin_headers(engine, demo):
+    return {"Authorization": f"Bearer {make_token(engine, 'admin', None)}"}
+
+
+@pytest.fixture(scope="session")
+def boundary():
+    """The real 西城区 boundary, read straight from the committed file (independent of the database)."""
+    import geopandas as gpd
+
+    from api.settings import PROJECT_ROOT
+
+    return gpd.read_file(PROJECT_ROOT / "fixtures" / "xicheng" / "boundary.geojson").geometry.iloc[0]
