@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,13 +129,13 @@ class Bench:
             if s.connect_ex(("127.0.0.1", HTTP_PORT)) == 0:
                 raise RuntimeError(f"Port {HTTP_PORT} is taken (a leftover bench server?); free it and rerun.")
         REPORTS.mkdir(parents=True, exist_ok=True)
-        log = open(REPORTS / "server.log", "wb")
         env = dict(os.environ, WANGGE_DATABASE_URL=self.url)
-        self._server = subprocess.Popen(
-            [str(PROJECT_ROOT / ".venv" / "bin" / "wangge"), "serve", "--workers", "2", "--host", "127.0.0.1",
-             "--port", str(HTTP_PORT)],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(REPORTS / "server.log", "wb") as log:
+            self._server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "wangge"), "serve", "--workers", "2", "--host", "127.0.0.1",
+                 "--port", str(HTTP_PORT)],
+                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._server.poll() is not None:

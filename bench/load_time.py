@@ -19,6 +19,7 @@ RAW_SCHEMA = "bench_raw"
 def demo_load(ctx: Bench) -> Result:
     """Fresh database, migrate, then time fixtures.load.load(engine, synth.build) end to end."""
     ctx.engine.dispose()
+    ctx.token, ctx.points = None, []  # they lived in the database dropped here
     recreate_database(Settings())
     migrate(ctx.engine.url.render_as_string(hide_password=False))
     marks = []

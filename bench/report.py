@@ -32,6 +32,7 @@ class Result:
 
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # failed checks: the run exits non-zero
 
 
 def _value(x: float | None, unit: str) -> str:
@@ -76,7 +77,7 @@ def machine() -> dict:
     }
 
 
-def render(rows: list[Row], facts: dict, notes: list[str]) -> str:
+def render(rows: list[Row], facts: dict, notes: list[str], failures: list[str]) -> str:
     now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     parts = [
         "# Wangge benchmarks",
@@ -90,6 +91,8 @@ def render(rows: list[Row], facts: dict, notes: list[str]) -> str:
         "",
         *[f"- {k}: {v}" for k, v in facts.items()],
     ]
+    if failures:
+        parts += ["", "## FAILED", "", *[f"- {f}" for f in failures]]
     if notes:
         parts += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(parts) + "\n"

@@ -9,9 +9,8 @@ from geo.auth import Caller
 from geo.errors import Forbidden, NotFound, OutsideEveryGrid
 from geo.models import Area, GridVersion, Responder
 
-# Candidates taken by the planar KNN before re-ranking by true (geodesic) metres.
-NEAREST_CANDIDATES = 8
 GEOJSON_DECIMALS = 7  # ~1 cm
+MAP_SIMPLIFY_DEG = 5e-6  # ~0.5 m: drops the densified collinear vertices, invisible on a map
 
 ACTIVE_VERSION = select(GridVersion.id).where(GridVersion.status == "active").scalar_subquery()
 VERSION = func.coalesce(bindparam("version", type_=Integer), ACTIVE_VERSION)
@@ -89,15 +88,16 @@ def _build_statements():
         .order_by(area.code)
         .limit(1)
     )
-    candidates = (
-        select(Area.code, Area.geom)
-        .where(Area.level == "grid", Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
-        .order_by(Area.geom.op("<->")(point))
-        .limit(NEAREST_CANDIDATES)
-        .subquery()
+    # Nearest by geodesic metres: the planar (degree) nearest bounds the search radius, widened by
+    # 1/cos(lat) because a degree of longitude is shorter than one of latitude.
+    grids = (Area.level == "grid", Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
+    planar_nearest = select(Area.geom.op("<->", return_type=Float)(point)).where(*grids).order_by(Area.geom.op("<->")(point)).limit(1)
+    radius = planar_nearest.scalar_subquery() / func.cos(func.radians(bindparam("lat", type_=Float))) * 1.01
+    distance = func.ST_Distance(func.geography(Area.geom), func.geography(point))
+    statements["nearest"] = (
+        select(Area.code, distance).where(*grids, func.ST_DWithin(Area.geom, point, radius))
+        .order_by(distance, Area.code).limit(1)
     )
-    distance = func.ST_Distance(func.geography(candidates.c.geom), func.geography(point))
-    statements["nearest"] = select(candidates.c.code, distance).order_by(distance, candidates.c.code).limit(1)
     return statements
 
 
@@ -143,7 +143,7 @@ async def grid_at(conn: AsyncConnection, caller: Caller, lon: float, lat: float,
 
 SUBTREE = (
     select(Area.code, Area.level, Area.name, Area.kind, Area.households, Responder.name.label("worker"),
-           func.ST_AsGeoJSON(Area.geom, 6).label("geojson"))
+           func.ST_AsGeoJSON(func.ST_SimplifyPreserveTopology(Area.geom, MAP_SIMPLIFY_DEG), 6).label("geojson"))
     .outerjoin(Responder, Responder.id == Area.worker_id)
     .where(Area.code.startswith(bindparam("code", type_=String), autoescape=False),
            Area.code.startswith(SCOPE, autoescape=False),

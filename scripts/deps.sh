@@ -26,6 +26,8 @@ if [ -z "${WANGGE_DATABASE_URL:-}" ] && ! have_postgis; then
   apt_packages+=("postgresql-$v-postgis-3" "postgresql-$v-pgrouting")
 fi
 [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null && apt_packages+=(chromium)
+# A CJK font, so screenshots of the maps show Chinese names.
+[ "$want_browser" = 1 ] && [ ! -d /usr/share/fonts/truetype/wqy ] && apt_packages+=(fonts-wqy-zenhei)
 [ "$want_bench" = 1 ] && ! command -v wrk >/dev/null && apt_packages+=(wrk)
 [ "$want_bench" = 1 ] && ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 && apt_packages+=(postgresql-contrib)
 
