@@ -104,3 +104,28 @@ def boundary():
     from api.settings import PROJECT_ROOT
 
     return gpd.read_file(PROJECT_ROOT / "fixtures" / "xicheng" / "boundary.geojson").geometry.iloc[0]
+
+
+@pytest.fixture(scope="session")
+def live_server(settings):
+    """The app on a real local port, for the browser."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from api.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
