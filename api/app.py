@@ -1,10 +1,10 @@
-"""The FastAPI application factory; the lifespan owns the database engine."""
+"""The FastAPI application factory; the lifespan owns the database pool."""
 
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.ext.asyncio import create_async_engine
+import asyncpg
 
 from api import errors
 from api.routes import areas, health, maps
@@ -16,12 +16,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine = create_async_engine(
-            settings.async_url(), pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=False,
-        )
+        # asyncpg directly: statements are prepared once per connection and no BEGIN/ROLLBACK wraps reads.
+        app.state.pool = await asyncpg.create_pool(settings.libpq_url(), min_size=0, max_size=settings.pool_size)
         app.state.token_cache = {}
         yield
-        await app.state.engine.dispose()
+        await app.state.pool.close()
 
     app = FastAPI(
         title="Wangge",

@@ -4,9 +4,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.settings import Settings
 from geo.auth import Caller, resolve_token
@@ -18,14 +18,14 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.engine.connect() as conn:
+async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    async with request.app.state.pool.acquire() as conn:
         yield conn
 
 
 async def get_caller(
     request: Request,
-    conn: Annotated[AsyncConnection, Depends(get_conn)],
+    conn: Annotated[asyncpg.Connection, Depends(get_conn)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """The authenticated caller; browsers opening map pages may pass ?access_token= instead."""
@@ -43,5 +43,5 @@ async def get_caller(
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-Conn = Annotated[AsyncConnection, Depends(get_conn)]
+Conn = Annotated[asyncpg.Connection, Depends(get_conn)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]

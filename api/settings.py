@@ -27,9 +27,10 @@ class Settings(BaseSettings):
         """SQLAlchemy URL for the psycopg (sync) driver."""
         return _with_driver(self.resolved_url(), "psycopg")
 
-    def async_url(self) -> str:
-        """SQLAlchemy URL for the asyncpg driver."""
-        return _with_driver(self.resolved_url(), "asyncpg")
+    def libpq_url(self) -> str:
+        """Plain postgresql:// URL (asyncpg, psql)."""
+        scheme, rest = self.resolved_url().split("://", 1)
+        return f"postgresql://{rest}"
 
     def resolved_url(self) -> str:
         if self.database_url:

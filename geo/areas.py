@@ -2,12 +2,12 @@
 
 from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, true
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
 from geo.errors import Forbidden, NotFound, OutsideEveryGrid
 from geo.models import Area, GridVersion, Responder
+from geo.sql import Query
 
 GEOJSON_DECIMALS = 7  # ~1 cm
 MAP_SIMPLIFY_DEG = 5e-6  # ~0.5 m: drops the densified collinear vertices, invisible on a map
@@ -102,6 +102,7 @@ def _build_statements():
 
 
 STATEMENTS = _build_statements()
+QUERIES = {key: Query(statement) for key, statement in STATEMENTS.items()}
 
 
 def _check_scope(caller: Caller, code: str) -> None:
@@ -109,39 +110,39 @@ def _check_scope(caller: Caller, code: str) -> None:
         raise Forbidden(f"Area {code} is outside your area {caller.area_code}.", field="code")
 
 
-async def get(conn: AsyncConnection, caller: Caller, code: str, geometry: bool = True,
+async def get(conn, caller: Caller, code: str, geometry: bool = True,
               version: int | None = None) -> str:
     """One area as Feature JSON text."""
     _check_scope(caller, code)
     params = {"code": code, "scope": caller.scope, "version": version}
-    text = (await conn.execute(STATEMENTS["area", geometry], params)).scalar()
+    text = await QUERIES["area", geometry].fetchval(conn, **params)
     if text is None:
         raise NotFound(f"No area with code {code!r}" + (f" in grid version {version}." if version else "."),
                        field="code")
     return text
 
 
-async def children(conn: AsyncConnection, caller: Caller, code: str, geometry: bool = True,
+async def children(conn, caller: Caller, code: str, geometry: bool = True,
                    version: int | None = None, after: str = "", limit: int = 100) -> tuple[list[str], bool]:
     """Children of an area as Feature JSON texts, keyset-paged by code; also whether more follow."""
     await get(conn, caller, code, geometry=False, version=version)  # 404/403 for the parent itself
     params = {"code": code, "scope": caller.scope, "version": version, "after": after, "limit": limit + 1}
-    rows = (await conn.execute(STATEMENTS["children", geometry], params)).scalars().all()
+    rows = [row[0] for row in await QUERIES["children", geometry].fetch(conn, **params)]
     return rows[:limit], len(rows) > limit
 
 
-async def grid_at(conn: AsyncConnection, caller: Caller, lon: float, lat: float,
+async def grid_at(conn, caller: Caller, lon: float, lat: float,
                   version: int | None = None) -> str:
     """The grid covering a WGS84 point, as Feature JSON text; OutsideEveryGrid names the nearest."""
     params = {"lon": lon, "lat": lat, "scope": caller.scope, "version": version}
-    text = (await conn.execute(STATEMENTS["grid_at"], params)).scalar()
+    text = await QUERIES["grid_at"].fetchval(conn, **params)
     if text is not None:
         return text
-    nearest = (await conn.execute(STATEMENTS["nearest"], params)).first()
+    nearest = await QUERIES["nearest"].fetchrow(conn, **params)
     raise OutsideEveryGrid(lon, lat, *(nearest or (None, None)))
 
 
-SUBTREE = (
+SUBTREE = Query(
     select(Area.code, Area.level, Area.name, Area.kind, Area.households, Responder.name.label("worker"),
            func.ST_AsGeoJSON(func.ST_SimplifyPreserveTopology(Area.geom, MAP_SIMPLIFY_DEG), 6).label("geojson"))
     .outerjoin(Responder, Responder.id == Area.worker_id)
@@ -152,10 +153,10 @@ SUBTREE = (
 )
 
 
-async def subtree(conn: AsyncConnection, caller: Caller, code: str, version: int | None = None) -> list:
+async def subtree(conn, caller: Caller, code: str, version: int | None = None) -> list:
     """Every area under `code` (itself included), with worker name and GeoJSON geometry, for maps."""
     _check_scope(caller, code)
-    rows = (await conn.execute(SUBTREE, {"code": code, "scope": caller.scope, "version": version})).all()
+    rows = await SUBTREE.fetch(conn, code=code, scope=caller.scope, version=version)
     if not rows:
         raise NotFound(f"No area with code {code!r}.", field="area")
     return rows

@@ -4,11 +4,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, String, bindparam, func, insert, select, update
 
 from geo.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from geo.models import ROLES, ApiToken, Area, AuditLog, User
+from geo.sql import Query
 
 TOKEN_PREFIX = "wg_"
 
@@ -69,21 +69,24 @@ def get_user_id(conn: Connection, name: str) -> int | None:
     return conn.execute(select(User.id).where(User.name == name)).scalar_one_or_none()
 
 
-async def resolve_token(conn: AsyncConnection, token: str | None) -> Caller:
-    """The caller behind a bearer token, or Unauthorized with how to get one."""
+_RESOLVE = Query(
+    select(User.id, User.name, User.role, User.area_code)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash", type_=String),
+        ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None),
+        (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > func.now()),
+    )
+)
+
+
+async def resolve_token(conn, token: str | None) -> Caller:
+    """The caller behind a bearer token (asyncpg connection), or Unauthorized with how to get one."""
     if not token:
         raise Unauthorized("Missing bearer token. Send 'Authorization: Bearer <token>'; "
                            "create one with `wangge users create --role ROLE --area CODE`.")
-    row = (await conn.execute(
-        select(User.id, User.name, User.role, User.area_code)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(
-            ApiToken.token_hash == hash_token(token),
-            ApiToken.revoked_at.is_(None),
-            User.disabled_at.is_(None),
-            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > func.now()),
-        )
-    )).first()
+    row = await _RESOLVE.fetchrow(conn, token_hash=hash_token(token))
     if row is None:
         raise Unauthorized("Invalid, expired or revoked token. Create a new one with `wangge users create`.")
     return Caller(*row)

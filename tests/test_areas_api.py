@@ -65,3 +65,19 @@ def test_street_user_sees_only_its_subtree(client, engine, demo):
             "WHERE level = 'grid' AND code LIKE '110102003%' ORDER BY code LIMIT 1) s")).one()
     reply = client.get("/grids/at", params={"lon": lon, "lat": lat}, headers=headers)
     assert reply.status_code == 404 and reply.json()["error"]["nearest_grid"].startswith("110102001")
+
+
+def test_health_reports_database_and_active_version(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["active_grid_version"] >= 1
+
+
+def test_health_is_503_when_the_database_is_unreachable():
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    with TestClient(create_app(Settings(database_url="postgresql://nobody:x@127.0.0.1:1/none"))) as down:
+        reply = down.get("/health")
+    assert reply.status_code == 503 and reply.json()["database"] == "unreachable"

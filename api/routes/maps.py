@@ -22,6 +22,6 @@ async def grids_map(conn: Conn, caller: CurrentCaller,
     rows = await areas.subtree(conn, caller, code, version)
 
     def render() -> str:
-        return offline.render(grids.build(grids.frame(rows), f"Wangge — grids of {code}"))
+        return offline.render(grids.build(grids.frame([tuple(row) for row in rows]), f"Wangge — grids of {code}"))
 
     return HTMLResponse(await run_in_threadpool(render))

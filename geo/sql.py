@@ -1,0 +1,27 @@
+"""SQLAlchemy Core statements compiled once for asyncpg: positional $n parameters, prepared and cached."""
+
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+_DIALECT = asyncpg_dialect()
+
+
+class Query:
+    """A statement compiled at import; executing it only maps named parameters to positions."""
+
+    def __init__(self, statement):
+        compiled = statement.compile(dialect=_DIALECT)
+        self.sql = compiled.string
+        self._names = compiled.positiontup or []
+        self._defaults = compiled.params  # values of the literal binds (keys, constants, limits)
+
+    def args(self, params: dict) -> list:
+        return [params[name] if name in params else self._defaults[name] for name in self._names]
+
+    async def fetchval(self, conn, **params):
+        return await conn.fetchval(self.sql, *self.args(params))
+
+    async def fetchrow(self, conn, **params):
+        return await conn.fetchrow(self.sql, *self.args(params))
+
+    async def fetch(self, conn, **params) -> list:
+        return await conn.fetch(self.sql, *self.args(params))
