@@ -15,15 +15,17 @@ done
 
 pg_major() { ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1; }
 have_postgis() {
+  # the server, and the PostGIS and pgRouting libraries (their SQL scripts alone may outlive a removal)
   local v; v=$(pg_major); [ -n "$v" ] && [ "$v" -ge 15 ] \
-    && [ -f "/usr/share/postgresql/$v/extension/postgis.control" ] \
-    && [ -f "/usr/share/postgresql/$v/extension/pgrouting.control" ]
+    && [ -x "/usr/lib/postgresql/$v/bin/postgres" ] \
+    && ls /usr/lib/postgresql/"$v"/lib/postgis-3.so >/dev/null 2>&1 \
+    && ls /usr/lib/postgresql/"$v"/lib/libpgrouting-*.so >/dev/null 2>&1
 }
 
 apt_packages=()
 if [ -z "${WANGGE_DATABASE_URL:-}" ] && ! have_postgis; then
-  v=$(pg_major); if [ -z "$v" ] || [ "$v" -lt 15 ]; then v=15; apt_packages+=(postgresql-15); fi
-  apt_packages+=("postgresql-$v-postgis-3" "postgresql-$v-pgrouting")
+  v=$(pg_major); if [ -z "$v" ] || [ "$v" -lt 15 ]; then v=15; fi
+  apt_packages+=("postgresql-$v" "postgresql-$v-postgis-3" "postgresql-$v-pgrouting")
 fi
 [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null && apt_packages+=(chromium)
 # A CJK font, so screenshots of the maps show Chinese names.
