@@ -14,6 +14,8 @@ STATUS = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.OutsideEveryGrid: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
 }
 
 
@@ -32,6 +34,8 @@ async def _domain(request: Request, exc: errors.DomainError):
     extra = {}
     if isinstance(exc, errors.OutsideEveryGrid):
         extra = {"nearest_grid": exc.nearest_code, "distance_m": exc.distance_m}
+    elif isinstance(exc, errors.IllegalTransition):
+        extra = {"allowed": exc.allowed}
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
     return JSONResponse(error_body(exc.code, exc.message, exc.field, **extra), _status_for(exc), headers=headers)
 

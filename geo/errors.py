@@ -62,3 +62,27 @@ class Forbidden(DomainError):
 
 class InvalidInput(DomainError):
     code = "invalid_input"
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state (stale revision, duplicate key...)."""
+
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    """A workflow action not allowed from the incident's current status; names the allowed ones."""
+
+    code = "illegal_transition"
+
+    def __init__(self, incident_id: int, status: str, action: str, allowed: list[str]):
+        self.allowed = allowed
+        super().__init__(
+            f"Incident {incident_id} is {status!r}: action {action!r} is not allowed. "
+            f"Allowed now: {', '.join(allowed) if allowed else 'none (the incident is final)'}.",
+            field="action",
+        )
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
