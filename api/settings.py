@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     token_cache_s: float = 30.0
     max_features: int = Field(default=1000, ge=1)
+    timezone: str = "Asia/Shanghai"
 
     def sync_url(self) -> str:
         """SQLAlchemy URL for the psycopg (sync) driver."""

@@ -1,5 +1,7 @@
 """SQLAlchemy Core statements compiled once for asyncpg: positional $n parameters, prepared and cached."""
 
+from sqlalchemy import String, func, literal
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 _DIALECT = asyncpg_dialect()
@@ -25,3 +27,8 @@ class Query:
 
     async def fetch(self, conn, **params) -> list:
         return await conn.fetch(self.sql, *self.args(params))
+
+
+def one_of(column, values) -> object:
+    """`column = ANY(array)`: unlike IN (...), it compiles to one parameter, so Query can prepare it."""
+    return column == func.any(literal(list(values), ARRAY(String)))

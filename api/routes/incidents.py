@@ -1,0 +1,182 @@
+"""Incidents: report, read, list, workflow actions, reassignment and merging."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import Conn, CurrentCaller
+from api.geojson import GeoJSONResponse, feature, feature_collection
+from geo import crs, incidents, workflow
+from geo.errors import InvalidInput
+from geo.models import INCIDENT_STATUSES
+from geo.timelimits import TZ
+
+router = APIRouter(tags=["incidents"])
+MAX_PAGE = 1000
+
+
+class Point(BaseModel):
+    type: Literal["Point"]
+    coordinates: Annotated[list[float], Field(min_length=2, max_length=3)]
+
+
+class Contact(BaseModel):
+    first_name: str | None = Field(None, max_length=100)
+    last_name: str | None = Field(None, max_length=100)
+    email: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=40)
+
+
+class IncidentIn(BaseModel):
+    category: str = Field(max_length=32, description="Category code, see GET /open311/v2/services.json")
+    description: str | None = Field(None, max_length=4000)
+    lon: float | None = None
+    lat: float | None = None
+    location: Point | None = Field(None, description="GeoJSON Point instead of lon/lat")
+    crs: str = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
+    source: str | None = Field(None, description=f"one of {', '.join(incidents.SOURCES)}")
+    contact: Contact | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        if (self.lon is None) != (self.lat is None):
+            raise ValueError("give both lon and lat")
+        if (self.lon is None) == (self.location is None):
+            raise ValueError("give the location either as lon/lat or as a GeoJSON Point in `location`, not both")
+        return self
+
+    def wgs84(self) -> tuple[float, float]:
+        lon, lat = (self.lon, self.lat) if self.lon is not None else self.location.coordinates[:2]
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise InvalidInput(f"Coordinates ({lon}, {lat}) are out of range: lon is -180..180, lat -90..90 "
+                               "(did you swap them?).", field="location")
+        return crs.to_wgs84(lon, lat, self.crs)
+
+
+class ActionIn(BaseModel):
+    action: str = Field(description=f"one of {', '.join(workflow.ACTIONS)}")
+    note: str | None = Field(None, max_length=2000)
+    due_at: datetime | None = Field(None, description="for 'extend': the new due time (ISO 8601 with zone)")
+    assignee_id: int | None = Field(None, description="for 'dispatch': the responder sent")
+
+
+class ReassignIn(BaseModel):
+    note: str = Field(max_length=2000, description="the reason")
+    grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    assignee_id: int | None = None
+
+
+class MergeIn(BaseModel):
+    into: int
+    note: str | None = Field(None, max_length=2000)
+
+
+def _default_source(role: str) -> str:
+    return {"grid_worker": "grid_worker", "dispatcher": "hotline"}.get(role, "resident_app")
+
+
+@router.post("/incidents", status_code=201, response_class=GeoJSONResponse)
+async def report(body: IncidentIn, conn: Conn, caller: CurrentCaller,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> GeoJSONResponse:
+    """Report an incident: it is filed in the covering grid, with its worker, department and due time."""
+    lon, lat = body.wgs84()
+    new = incidents.NewIncident(
+        category=body.category, lon=lon, lat=lat, description=body.description,
+        source=body.source or _default_source(caller.role), input_crs=crs.normalize_crs(body.crs),
+        reporter_contact=body.contact.model_dump(exclude_none=True) if body.contact else None,
+        idempotency_key=idempotency_key,
+    )
+    text, created = await incidents.create(conn, caller, new)
+    response = feature(text)
+    response.status_code = 201
+    response.headers["Location"] = f"/incidents/{orjson.loads(text)['id']}"
+    if not created:
+        response.headers["Idempotency-Replayed"] = "true"
+    return response
+
+
+def _csv(value: str | None, allowed: tuple[str, ...] | None, field: str) -> list[str] | None:
+    if not value:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if allowed is not None and v not in allowed]
+    if unknown:
+        raise InvalidInput(f"Unknown {field} {', '.join(unknown)}; use: {', '.join(allowed)}.", field=field)
+    return items
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=TZ) if value is not None and value.tzinfo is None else value
+
+
+def _filters(bbox, area, grid, status, category, overdue, assignee, since, until) -> incidents.Filters:
+    box = None
+    if bbox:
+        try:
+            box = tuple(float(v) for v in bbox.split(","))
+            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        except (ValueError, AssertionError):
+            raise InvalidInput("bbox is minLon,minLat,maxLon,maxLat in WGS84, with min < max.", field="bbox")
+    return incidents.Filters(bbox=box, area=area, grid=grid, statuses=_csv(status, INCIDENT_STATUSES, "status"),
+                             categories=_csv(category, None, "category"), overdue=overdue, assignee=assignee,
+                             since=_aware(since), until=_aware(until))
+
+
+Bbox = Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)")]
+AreaCode = Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")]
+GridCode = Annotated[str | None, Query(pattern=r"^[0-9]{15}$")]
+Csv = Annotated[str | None, Query(description="comma-separated")]
+Limit = Annotated[int, Query(ge=1, description="clamped to 1000")]
+
+
+@router.get("/incidents", response_class=GeoJSONResponse)
+async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: Bbox = None,
+                         area: AreaCode = None, grid: GridCode = None, status: Csv = None, category: Csv = None,
+                         overdue: bool | None = None, assignee: int | None = None, since: datetime | None = None,
+                         until: datetime | None = None, limit: Limit = 100, cursor: str | None = None):
+    """Incidents in your area, newest first, paged with a keyset cursor (follow the `next` link)."""
+    filters = _filters(bbox, area, grid, status, category, overdue, assignee, since, until)
+    return await _page(request, conn, caller, filters, limit, cursor)
+
+
+@router.get("/me/incidents", response_class=GeoJSONResponse)
+async def my_incidents(request: Request, conn: Conn, caller: CurrentCaller, status: Csv = None,
+                       overdue: bool | None = None, limit: Limit = 100, cursor: str | None = None):
+    """The incidents assigned to the responder linked to your user (a grid worker's own list)."""
+    filters = _filters(None, None, None, status, None, overdue, await incidents.responder_of(conn, caller),
+                       None, None)
+    return await _page(request, conn, caller, filters, limit, cursor)
+
+
+async def _page(request, conn, caller, filters, limit, cursor) -> GeoJSONResponse:
+    limit = min(limit, MAX_PAGE)
+    features, next_cursor = await incidents.list_(conn, caller, filters, limit, cursor)
+    return feature_collection(request, features, {"cursor": next_cursor, "limit": limit} if next_cursor else None)
+
+
+@router.get("/incidents/{incident_id}", response_class=GeoJSONResponse)
+async def get_incident(incident_id: int, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+    """One incident with its full event history."""
+    return feature(await incidents.get(conn, caller, incident_id))
+
+
+@router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse)
+async def act(incident_id: int, body: ActionIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+    """Move the incident through the workflow; an illegal action gets 409 with the allowed ones."""
+    return feature(await incidents.act(conn, caller, incident_id, body.action, body.note, _aware(body.due_at),
+                                       body.assignee_id))
+
+
+@router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse)
+async def reassign(incident_id: int, body: ReassignIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+    """Manual reassignment to another grid (and its worker) or responder, with a reason."""
+    return feature(await incidents.reassign(conn, caller, incident_id, body.note, body.grid_code, body.assignee_id))
+
+
+@router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse)
+async def merge(incident_id: int, body: MergeIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+    """Merge a duplicate into the incident it repeats."""
+    return feature(await incidents.merge(conn, caller, incident_id, body.into, body.note))
