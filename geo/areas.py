@@ -1,6 +1,6 @@
 """Areas of the hierarchy and point → grid lookup, answered as GeoJSON built inside PostGIS."""
 
-from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, true
+from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
 

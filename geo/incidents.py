@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, Integer, String, and_, bindparam, case, func, literal, null, or_, select, text,
+    JSON, Boolean, DateTime, Float, Integer, String, and_, bindparam, case, func, null, or_, select, text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by

@@ -129,3 +129,14 @@ def live_server(settings):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def grids(engine, demo):
+    """Grids of the active version (code, worker_id, geometry), read straight from PostGIS."""
+    import geopandas as gpd
+
+    with engine.connect() as conn:
+        return gpd.read_postgis(text(
+            "SELECT code, worker_id, geom FROM areas WHERE level = 'grid' AND version_id = "
+            "(SELECT id FROM grid_versions WHERE status = 'active') ORDER BY code"), conn, geom_col="geom")

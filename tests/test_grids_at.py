@@ -2,19 +2,9 @@
 
 import geopandas as gpd
 import numpy as np
-import pytest
 import shapely
-from sqlalchemy import text
 
 UTM50 = "EPSG:32650"
-
-
-@pytest.fixture(scope="module")
-def grids(engine, demo):
-    with engine.connect() as conn:
-        return gpd.read_postgis(text(
-            "SELECT code, geom FROM areas WHERE level = 'grid' AND version_id = "
-            "(SELECT id FROM grid_versions WHERE status = 'active') ORDER BY code"), conn, geom_col="geom")
 
 
 def _expected_code(grids, lon, lat):
