@@ -7,8 +7,10 @@ from fastapi.staticfiles import StaticFiles
 import asyncpg
 
 from api import errors
-from api.routes import areas, health, incidents, maps
+from api.limits import BodyLimit
+from api.routes import analysis, areas, health, incidents, maps, open311
 from api.settings import PROJECT_ROOT, Settings
+from geo import escalation
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,7 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             server_settings={"timezone": settings.timezone},  # times in JSON come out in local time
         )
         app.state.token_cache = {}
+        escalator = escalation.start(settings.escalation_interval_s, settings.sync_url(), settings.escalation_steps_h)
         yield
+        await escalation.stop(escalator)
         await app.state.pool.close()
 
     app = FastAPI(
@@ -33,7 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (health, areas, incidents, maps):
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes,
+                       limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes)})
+    for module in (health, areas, incidents, maps, analysis, open311):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app

@@ -14,9 +14,11 @@ db_app = typer.Typer(help="The PostGIS database (project-local cluster unless WA
                      no_args_is_help=True)
 fixtures_app = typer.Typer(help="Demo and test data.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API tokens.", no_args_is_help=True)
+incidents_app = typer.Typer(help="Incidents: escalation and bulk work.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(users_app, name="users")
+app.add_typer(incidents_app, name="incidents")
 console = Console()
 
 DEMO_USER = "demo-admin"
@@ -146,6 +148,23 @@ def users_demo_token() -> None:
     path.write_text(token + "\n")
     path.chmod(0o600)
     print(token)
+
+
+@incidents_app.command("escalate")
+def incidents_escalate() -> None:
+    """Escalate overdue incidents level by level (community, street, district); safe to run any time."""
+    from geo.escalation import LEVEL_NAMES, run
+
+    settings = Settings()
+    with _engine().begin() as conn:
+        result = run(conn, steps_h=settings.escalation_steps_h)
+    if result.locked_out:
+        console.print("another escalation run is in progress; nothing done")
+        return
+    moved = sum(result.by_level.values())
+    levels = ", ".join(f"{n:,} to level {lv} ({LEVEL_NAMES[lv]})" for lv, n in result.by_level.items())
+    console.print(f"escalated {moved:,} incidents" + (f": {levels}" if levels else "")
+                  + f" ({result.events:,} events)")
 
 
 @app.command()

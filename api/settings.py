@@ -22,7 +22,13 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     token_cache_s: float = 30.0
     max_features: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # JSON requests; bulk uploads have their own limit
+    # Overdue escalation inside the service: every N seconds (0: off); hours overdue → community, street, district.
+    escalation_interval_s: float = Field(default=300, ge=0)
+    escalation_steps_h: tuple[int, int, int] = (0, 24, 72)
     timezone: str = "Asia/Shanghai"
+    # Open311 GeoReport v2: reads of services and requests need no api_key unless this is False.
+    open311_public_reads: bool = True
 
     def sync_url(self) -> str:
         """SQLAlchemy URL for the psycopg (sync) driver."""

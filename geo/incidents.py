@@ -159,7 +159,7 @@ def _events(incident):
 
 def _feature(with_events: bool):
     i = _I
-    overdue = and_(one_of(i.status, _OPEN), i.due_at < func.now())
+    overdue = and_(one_of(i.status, workflow.PENDING), i.due_at < func.now())
     props = func.json_build_object(
         "status", i.status, "category", i.category_code, "category_name", _C.name,
         "description", i.description, "source", i.source,
@@ -224,7 +224,7 @@ def _list_statement():
     i = _I
     envelope = func.ST_MakeEnvelope(bindparam("minx", type_=Float), bindparam("miny", type_=Float),
                                     bindparam("maxx", type_=Float), bindparam("maxy", type_=Float), 4326)
-    is_overdue = and_(one_of(i.status, _OPEN), i.due_at < func.now())
+    is_overdue = and_(one_of(i.status, workflow.PENDING), i.due_at < func.now())
     cursor_at, cursor_id = bindparam("cursor_at", type_=DateTime(timezone=True)), bindparam("cursor_id", type_=Integer)
     return (
         _base(False)

@@ -5,6 +5,8 @@ from geo.errors import IllegalTransition
 OPEN = ("unassigned", "reported", "filed", "dispatched", "in_progress", "handled", "verified", "returned",
         "suspended")
 FINAL = ("closed", "rejected", "void")
+# Work still to do: these run late (overdue, escalation). Handled/verified wait on checking; suspended is paused.
+PENDING = ("unassigned", "reported", "filed", "dispatched", "in_progress", "returned")
 
 # action: (statuses it may start from, resulting status; None keeps the status or restores a saved one)
 ACTIONS: dict[str, tuple[tuple[str, ...], str | None]] = {

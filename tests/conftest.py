@@ -70,7 +70,8 @@ def demo(engine):
 
 @pytest.fixture(scope="session")
 def settings(database_url, demo):
-    return Settings(database_url=database_url)
+    # escalation is exercised by its own tests; the background schedule must not move test data meanwhile
+    return Settings(database_url=database_url, escalation_interval_s=0)
 
 
 @pytest.fixture(scope="session")

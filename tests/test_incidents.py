@@ -34,14 +34,6 @@ ACTIONS = ["file", "dispatch", "start", "return", "handle", "verify", "rework", 
 
 
 @pytest.fixture(scope="module")
-def grids(engine, demo):
-    with engine.connect() as conn:
-        return gpd.read_postgis(text(
-            "SELECT code, worker_id, geom FROM areas WHERE level = 'grid' AND version_id = "
-            "(SELECT id FROM grid_versions WHERE status = 'active') ORDER BY code"), conn, geom_col="geom")
-
-
-@pytest.fixture(scope="module")
 def reporter(engine, demo):
     return {"Authorization": f"Bearer {make_token(engine, 'reporter', '110102')}"}
 
@@ -249,7 +241,7 @@ def test_bbox_and_overdue_filters_match_sql(client, admin_headers, engine):
     with engine.connect() as conn:
         expected = conn.execute(text(
             "SELECT count(*) FROM incidents WHERE ST_Intersects(geom, ST_MakeEnvelope(:a,:b,:c,:d,4326)) "
-            "AND status NOT IN ('closed','rejected','void') AND due_at < now()"),
+            "AND status IN ('unassigned','reported','filed','dispatched','in_progress','returned') AND due_at < now()"),
             dict(zip("abcd", bbox))).scalar()
     reply = client.get("/incidents", params={"bbox": ",".join(map(str, bbox)), "overdue": "true", "limit": 1000},
                        headers=admin_headers).json()
@@ -265,3 +257,9 @@ def test_scope_hides_other_areas(client, engine):
     with engine.connect() as conn:
         other = conn.execute(text("SELECT id FROM incidents WHERE grid_code LIKE '110102003%' LIMIT 1")).scalar()
     assert client.get(f"/incidents/{other}", headers=headers).status_code == 404
+
+
+def test_oversized_payload_is_413(client, reporter):
+    reply = client.post("/incidents", content=b"{" + b" " * 2_000_000 + b"}", headers=reporter | {
+        "Content-Type": "application/json"})
+    assert reply.status_code == 413 and "larger than" in reply.json()["error"]["message"]
