@@ -7,9 +7,9 @@ import httpx
 import psycopg
 from sqlalchemy.dialects import postgresql
 
-from bench.context import REPORTS, Bench
+from bench.context import Bench
 from bench.report import Result, Row
-from bench.runners import CLIENTS, THREADS, pgbench, wrk
+from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
 from geo.areas import STATEMENTS
 
 LON, LAT = 123.456789, -12.3456789  # placeholders in the compiled SQL, replaced by reads from bench_points
@@ -33,15 +33,6 @@ def bare_sql(version_id: int, lon: str = POINT_SQL.format("lon"), lat: str = POI
     """Just the covering grid's code: the GiST lookup without the Feature JSON, joins or parent chain."""
     return (f"SELECT code FROM areas WHERE version_id = {int(version_id)} "
             f"AND ST_Covers(geom, ST_SetSRID(ST_MakePoint({lon}, {lat}), 4326)) ORDER BY code LIMIT 1")
-
-
-def write_wrk_data(token: str, points) -> str:
-    """The Lua data file bench/grids_at.lua reads: the token and one query string per sample point."""
-    queries = ",\n".join(f'    "lon={lon!r}&lat={lat!r}"' for _, lon, lat in points)
-    path = REPORTS / "grids_at.data.lua"
-    path.write_text(f"return {{\n  token = {json.dumps(token)},\n  queries = {{\n{queries}\n  }},\n}}\n")
-    path.chmod(0o600)
-    return path
 
 
 def spot_check(ctx: Bench) -> tuple[int, int, list[str]]:
@@ -69,9 +60,10 @@ def grids_at(ctx: Bench) -> Result:
     points = ctx.sample_points()
     full = pgbench(ctx, "grid_at_full", service_sql())
     bare = pgbench(ctx, "grid_at_bare", bare_sql(ctx.version_id))
-    data = write_wrk_data(ctx.bench_token(), points)
+    data = write_requests("grids_at", ctx.bench_token(),
+                          [("GET", f"/grids/at?lon={lon!r}&lat={lat!r}", None) for _, lon, lat in points])
     same_id, same_feature, problems = spot_check(ctx)  # also warms both workers' pools and token caches
-    http = wrk(ctx, "grids_at.lua", data)
+    http = wrk(ctx, "requests.lua", data)
     rows = [
         Row("/grids/at throughput, vs the same SQL (req/s)", http["rps"], full["rps"], "req/s"),
         Row("/grids/at throughput, vs the bare ST_Covers lookup (req/s)", http["rps"], bare["rps"], "req/s"),
@@ -81,7 +73,7 @@ def grids_at(ctx: Bench) -> Result:
     checked = min(SPOT_CHECKS, len(points))
     notes = [
         f"/grids/at: `wangge serve --workers 2` on wangge_bench, `wrk -t{THREADS} -c{CLIENTS} -d{int(ctx.seconds)}s "
-        f"--latency -s bench/grids_at.lua` over random sample points, admin bearer token; "
+        f"--latency -s bench/requests.lua` over random sample points, admin bearer token; "
         f"{http['requests']:,.0f} requests, {http['non2xx']:.0f} non-2xx, {http['socket_errors']:.0f} socket errors.",
         f"Raw 'same SQL': pgbench -n -M prepared -c {CLIENTS} -j {THREADS} -T {int(ctx.seconds)} running the SQL "
         "compiled from `geo.areas.STATEMENTS[\"grid_at\"]` (literal binds: admin scope, active version) with lon/lat "

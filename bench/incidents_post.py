@@ -4,9 +4,9 @@ import json
 
 from sqlalchemy import text
 
-from bench.context import REPORTS, Bench
+from bench.context import Bench
 from bench.report import Result, Row
-from bench.runners import CLIENTS, THREADS, pgbench, wrk
+from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
 
 CATEGORY, DEPARTMENT = "0101", "SZSR"
 
@@ -26,22 +26,14 @@ def raw_sql(version_id: int) -> str:
         INSERT INTO incident_events (incident_id, action, to_status) SELECT id, 'report', status FROM ins"""
 
 
-def write_wrk_data(token: str, points) -> str:
-    bodies = ",\n".join(
-        "    " + json.dumps(json.dumps({"category": CATEGORY, "description": "bench", "lon": lon, "lat": lat}))
-        for _, lon, lat in points)
-    path = REPORTS / "incidents_post.data.lua"
-    path.write_text(f"return {{\n  token = {json.dumps(token)},\n  bodies = {{\n{bodies}\n  }},\n}}\n")
-    path.chmod(0o600)
-    return path
-
-
 def incidents_post(ctx: Bench) -> Result:
     points = ctx.sample_points()
     with ctx.engine.connect() as conn:
         before = conn.execute(text("SELECT count(*) FROM incidents")).scalar()
     raw = pgbench(ctx, "incidents_post_raw", raw_sql(ctx.active_version()))
-    http = wrk(ctx, "incidents_post.lua", write_wrk_data(ctx.bench_token(), points))
+    bodies = [json.dumps({"category": CATEGORY, "description": "bench", "lon": lon, "lat": lat}) for _, lon, lat in points]
+    http = wrk(ctx, "requests.lua", write_requests("incidents_post", ctx.bench_token(),
+                                                   [("POST", "/incidents", body) for body in bodies]))
     with ctx.engine.connect() as conn:
         after = conn.execute(text("SELECT count(*) FROM incidents")).scalar()
     rows = [

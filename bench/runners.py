@@ -1,5 +1,6 @@
 """Load generators: pgbench for raw SQL, wrk for HTTP; both return throughput and latency percentiles."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -64,3 +65,16 @@ def wrk(ctx: Bench, lua: str, data: Path, path_and_query: str = "/") -> dict:
     if not values:
         raise RuntimeError(f"wrk printed no BENCH lines:\n{out.stdout}\n{out.stderr}")
     return {k: float(v) for k, v in values.items()}
+
+
+def write_requests(name: str, token: str, requests: list[tuple[str, str, str | None]]) -> Path:
+    """The data file bench/requests.lua replays: the token and (method, path, body) triples."""
+    def lua(value: str | None) -> str:
+        return "nil" if value is None else json.dumps(value)
+
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    items = ",\n".join(f"    {{ method = {lua(m)}, path = {lua(p)}, body = {lua(b)} }}" for m, p, b in requests)
+    path = REPORTS / f"{name}.data.lua"
+    path.write_text(f"return {{\n  token = {json.dumps(token)},\n  requests = {{\n{items}\n  }},\n}}\n")
+    path.chmod(0o600)
+    return path

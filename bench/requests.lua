@@ -1,5 +1,7 @@
--- wrk script for POST /incidents: a report at a random sample point, bearer token, machine-readable totals.
--- The data file (written by `python -m bench`) returns { token = "...", bodies = { "{...json...}", ... } }.
+-- wrk script: replays random requests from a data file, with a bearer token; prints machine-readable totals.
+-- Usage: wrk -t2 -c4 -d20s --latency -s bench/requests.lua http://127.0.0.1:8765 -- DATA.lua
+-- The data file (written by `python -m bench`) returns
+--   { token = "...", requests = { { method = "GET", path = "/grids/at?lon=..", body = nil }, ... } }.
 
 local threads = 0
 local prepared = {}
@@ -12,10 +14,10 @@ end
 function init(args)
   local data = dofile(args[1])
   local headers = { ["Authorization"] = "Bearer " .. data.token, ["Content-Type"] = "application/json" }
-  for i, body in ipairs(data.bodies) do
-    prepared[i] = wrk.format("POST", "/incidents", headers, body)
+  for i, r in ipairs(data.requests) do
+    prepared[i] = wrk.format(r.method, r.path, headers, r.body)
   end
-  math.randomseed(2000 + (tid or 0))
+  math.randomseed(1000 + (tid or 0))
 end
 
 function request()
