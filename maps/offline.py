@@ -1,12 +1,25 @@
-"""Folium pages that work offline: Leaflet and d3 are served from /static, not from CDNs."""
+"""Folium pages that work offline: Leaflet, d3 and the Leaflet plugins are served from /static, not from CDNs."""
 
 import folium
 
 STATIC = "/static/vendor"
 LOCAL_JS = [("leaflet", f"{STATIC}/leaflet/leaflet.js")]
 LOCAL_CSS = [("leaflet_css", f"{STATIC}/leaflet/leaflet.css")]
-# branca's colormap legend adds d3 from a CDN while rendering; swap it for the vendored copy.
-CDN_SWAPS = {"https://cdnjs.cloudflare.com/ajax/libs/d3/3.5.5/d3.min.js": f"{STATIC}/d3/d3.min.js"}
+_CDNJS = "https://cdnjs.cloudflare.com/ajax/libs"
+# branca's colormap legend and folium's plugins add their scripts from CDNs while rendering; swap them
+# for the vendored copies. MarkerCluster 1.5.3 keeps the 1.1.0 API folium was written against. The
+# heat layer is npm leaflet.heat 0.2.0, not folium's patched build: pass `max=` (weights saturate at
+# it, default 1) and `max_zoom=` (weights are divided by 2 per zoom level below it) explicitly.
+CDN_SWAPS = {
+    f"{_CDNJS}/d3/3.5.5/d3.min.js": f"{STATIC}/d3/d3.min.js",
+    f"{_CDNJS}/leaflet.markercluster/1.1.0/leaflet.markercluster.js":
+        f"{STATIC}/leaflet.markercluster/leaflet.markercluster.js",
+    f"{_CDNJS}/leaflet.markercluster/1.1.0/MarkerCluster.css": f"{STATIC}/leaflet.markercluster/MarkerCluster.css",
+    f"{_CDNJS}/leaflet.markercluster/1.1.0/MarkerCluster.Default.css":
+        f"{STATIC}/leaflet.markercluster/MarkerCluster.Default.css",
+    "https://cdn.jsdelivr.net/gh/python-visualization/folium@main/folium/templates/leaflet_heat.min.js":
+        f"{STATIC}/leaflet.heat/leaflet-heat.js",
+}
 
 
 def new_map(**kwargs) -> folium.Map:
