@@ -1,6 +1,7 @@
 """The `wangge` command: database, fixtures, users and the server."""
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,10 +16,12 @@ db_app = typer.Typer(help="The PostGIS database (project-local cluster unless WA
 fixtures_app = typer.Typer(help="Demo and test data.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API tokens.", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents: escalation and bulk work.", no_args_is_help=True)
+network_app = typer.Typer(help="Road networks (OSM extracts) for travel times by road.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(users_app, name="users")
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(network_app, name="network")
 console = Console()
 
 DEMO_USER = "demo-admin"
@@ -93,6 +96,8 @@ def db_migrate() -> None:
 def fixtures_load(
     small: Annotated[bool, typer.Option(help="Only the first two streets (the fast test fixture).")] = False,
     replace: Annotated[bool, typer.Option(help="Drop the loaded demo data and load again.")] = False,
+    network: Annotated[bool, typer.Option(help="Also the road-network demo: OSM Karhula (Finland) roads and "
+                                               "buildings as area 990101 and network 'karhula'.")] = False,
 ) -> None:
     """Load the demo district (real 西城区 boundary, synthetic grids, buildings, workers and incidents)."""
     from fixtures import synth
@@ -113,6 +118,40 @@ def fixtures_load(
     verb = "already loaded" if report.skipped else f"loaded in {time.perf_counter() - started:.1f} s"
     console.print(f"demo district {verb} (grid version {report.version_id}): "
                   + ", ".join(f"{k} {v:,}" for k, v in report.counts.items()))
+    if network:
+        from fixtures import network_demo
+
+        started = time.perf_counter()
+        net = network_demo.load(_engine(), replace=replace, step=lambda name: console.print(f"  {name}"))
+        verb = "already loaded" if net.skipped else f"loaded in {time.perf_counter() - started:.1f} s"
+        console.print(f"network demo (Karhula, OSM/ODbL) {verb}: "
+                      + ", ".join(f"{k} {v:,}" for k, v in net.counts.items()))
+
+
+@network_app.command("import")
+def network_import(
+    file: Annotated[Path, typer.Argument(help="An OpenStreetMap extract (.osm.pbf).", exists=True, dir_okay=False)],
+    name: Annotated[str | None, typer.Option(help="Network name (default: the file name); replaces a network "
+                                                  "of that name.")] = None,
+    type: Annotated[str, typer.Option("--type", help="driving or walking.")] = "driving",
+) -> None:
+    """Import the roads of an OSM extract as a routable network (one transaction)."""
+    from geo.errors import DomainError
+    from geo.network import import_pbf
+
+    name = name or file.name.split(".")[0]
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("reading", total=3)
+        try:
+            report = import_pbf(_engine(), file, name, network_type=type,
+                                progress=lambda phase, done, total: bar.update(task, description=phase,
+                                                                               completed=done, total=total))
+        except DomainError as exc:
+            _fail(exc.message)
+    console.print(f"network {report.name!r} ({report.network_type}): {report.vertices:,} vertices, "
+                  f"{report.edges:,} edges ({report.one_way_edges:,} one-way), {report.length_km:,.1f} km, "
+                  f"{report.seconds:.1f} s")
 
 
 @users_app.command("create")
@@ -165,6 +204,55 @@ def incidents_escalate() -> None:
     levels = ", ".join(f"{n:,} to level {lv} ({LEVEL_NAMES[lv]})" for lv, n in result.by_level.items())
     console.print(f"escalated {moved:,} incidents" + (f": {levels}" if levels else "")
                   + f" ({result.events:,} events)")
+
+
+@incidents_app.command("import")
+def incidents_import(
+    file: Annotated[Path, typer.Argument(help="CSV (lon,lat,category[,description,reported_at,source]), GeoJSON or "
+                                              "GeoPackage of points.", exists=True, dir_okay=False)],
+    format: Annotated[str | None, typer.Option(help="csv, geojson or gpkg (default: from the file name).")] = None,
+    crs: Annotated[str, typer.Option(help="EPSG:4326, EPSG:4490, GCJ-02 or BD-09 (a layer's own CRS wins unless "
+                                          "GCJ-02/BD-09 is given).")] = "EPSG:4326",
+    report: Annotated[Path | None, typer.Option(help="Write every rejected row (line, reason) to this CSV.")] = None,
+    keep_outside: Annotated[bool, typer.Option(help="Keep points outside every grid as 'unassigned' with the "
+                                                    "nearest grid suggested, instead of rejecting them.")] = False,
+) -> None:
+    """Import incidents in one transaction: every row is filed or reported with its line and reason."""
+    from rich.progress import MofNCompleteColumn
+
+    from geo.bulk import import_incidents
+    from geo.errors import DomainError
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("reading", total=None)
+        phases = {"reading": "reading and checking rows", "assigning": "assigning to grids (one statement)",
+                  "done": "done"}
+
+        def progress(phase: str, done: int, total: int | None) -> None:
+            bar.update(task, description=phases.get(phase, phase), completed=done,
+                       total=None if phase == "assigning" else (max(total, done) if total else None))
+
+        try:
+            result = import_incidents(_engine(), file, format=format, crs=crs, progress=progress,
+                                      keep_outside=keep_outside)
+        except DomainError as exc:
+            _fail(exc.message)
+    console.print(f"{file.name}: {result.total_rows:,} rows, imported {result.imported:,}"
+                  f" ({result.duplicates:,} likely duplicates), rejected {result.rejected_count:,}"
+                  f" — grid version {result.grid_version}, {result.crs}, batch {result.batch_id},"
+                  f" {result.seconds:.1f} s")
+    if result.ignored_columns:
+        console.print(f"ignored columns: {', '.join(result.ignored_columns)}")
+    if report is not None:
+        result.write_rejects(report)
+        console.print(f"reject report: {report} ({result.rejected_count:,} rows)")
+    elif result.rejected_count:
+        for row in result.rejected[:10]:
+            console.print(f"  line {row['line']}: {row['reason']}", highlight=False)
+        if result.rejected_count > 10:
+            console.print(f"  … {result.rejected_count - 10:,} more; write them all with --report FILE")
 
 
 @app.command()

@@ -291,3 +291,53 @@ class Job(Base):
     __table_args__ = (
         CheckConstraint(_in("status", ("queued", "running", "done", "failed", "cancelled")), name="jobs_status"),
     )
+
+
+class RoadNetwork(Base):
+    """An imported road graph (one OSM extract and profile); its vertices and edges feed pgRouting."""
+
+    __tablename__ = "road_networks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    network_type: Mapped[str] = mapped_column(String(7), server_default="driving")
+    source: Mapped[str | None] = mapped_column(Text)
+    licence: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[datetime] = _now()
+    __table_args__ = (CheckConstraint(_in("network_type", ("driving", "walking")), name="road_networks_type"),)
+
+
+class RoadVertex(Base):
+    """A graph node; `id` is the OSM node id, unique within its network."""
+
+    __tablename__ = "road_vertices"
+    network_id: Mapped[int] = mapped_column(ForeignKey("road_networks.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    geom = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), nullable=False)
+    __table_args__ = (
+        Index("road_vertices_geom_gist", "geom", postgresql_using="gist"),
+        # KNN in metres (snapping): planar <-> on lon/lat degrees picks the wrong vertex away from the equator
+        Index("road_vertices_geog_gist", text("(geography(geom))"), postgresql_using="gist"),
+    )
+
+
+class RoadEdge(Base):
+    """A directed-capable edge source → target (geometry drawn that way); costs in seconds,
+    reverse_cost_s = -1 where travel against the geometry is forbidden (one-way)."""
+
+    __tablename__ = "road_edges"
+    network_id: Mapped[int] = mapped_column(ForeignKey("road_networks.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    source: Mapped[int] = mapped_column(BigInteger)
+    target: Mapped[int] = mapped_column(BigInteger)
+    length_m: Mapped[float] = mapped_column(Float)
+    cost_s: Mapped[float] = mapped_column(Float)
+    reverse_cost_s: Mapped[float] = mapped_column(Float)
+    highway: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    osm_way_id: Mapped[int | None] = mapped_column(BigInteger)
+    geom = mapped_column(Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False)
+    __table_args__ = (
+        CheckConstraint("length_m >= 0 AND cost_s >= 0 AND (reverse_cost_s >= 0 OR reverse_cost_s = -1)",
+                        name="road_edges_costs"),
+        Index("road_edges_geom_gist", "geom", postgresql_using="gist"),
+    )
