@@ -1,0 +1,105 @@
+"""Coverage analysis: grid coverage, staffing, response coverage (+ chart), stationing and hotspots."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Conn, CurrentCaller, SettingsDep
+from geo import coverage, hotspots as hotspot_analysis, stationing as stationing_analysis
+
+router = APIRouter(tags=["analysis"])
+
+AreaCode = Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+                                       description="Area code; default: the caller's own area")]
+MaxAge = Annotated[float | None, Query(gt=0, description="Position freshness cut-off in seconds "
+                                                          "(default: the position_max_age_s setting, 1800)")]
+
+
+def _max_age(settings, value: float | None) -> float:
+    return value if value is not None else float(getattr(settings, "position_max_age_s", coverage.DEFAULT_MAX_AGE_S))
+
+
+@router.get("/analysis/coverage")
+async def grid_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
+                        min_area_m2: Annotated[float, Query(ge=0, description="smaller parts are slivers")] = 1.0
+                        ) -> dict:
+    """Share of the area covered by its active grids, gaps, overlaps and spill-over as GeoJSON (m²),
+    for the area and each child area."""
+    return await coverage.grid_coverage(conn, caller, area, min_area_m2, settings.max_features)
+
+
+@router.get("/analysis/staffing")
+async def staffing(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
+                   target: Annotated[int, Query(gt=0)] = 300,
+                   tolerance: Annotated[float, Query(ge=0, lt=1)] = 0.15,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
+    """Grids without a worker, households per worker, grids outside target × (1 ± tolerance), most loaded workers."""
+    return await coverage.staffing(conn, caller, area, target, tolerance, limit)
+
+
+async def _response(conn, caller, settings, area, distance, mode, max_age_s):
+    if mode == "network":
+        from geo.errors import InvalidInput
+
+        raise InvalidInput("mode=network is not available yet: use mode=straight (geodesic metres).", field="mode")
+    return await coverage.response_coverage(conn, caller, area, distance, _max_age(settings, max_age_s),
+                                            settings.max_features)
+
+
+@router.get("/analysis/response-coverage")
+async def response_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
+                            distance: Annotated[float, Query(gt=0, le=50_000, description="metres")] = 500,
+                            mode: Literal["straight", "network"] = "straight",
+                            max_age_s: MaxAge = None) -> dict:
+    """Share of households within `distance` m of an available, fresh responder; uncovered buildings as
+    GeoJSON; the coverage curve (100..2000 m)."""
+    return await _response(conn, caller, settings, area, distance, mode, max_age_s)
+
+
+@router.get("/analysis/response-coverage/chart.svg", response_class=Response)
+async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
+                                  distance: Annotated[float, Query(gt=0, le=50_000)] = 500,
+                                  mode: Literal["straight", "network"] = "straight",
+                                  max_age_s: MaxAge = None) -> Response:
+    """The coverage curve as a small SVG line chart."""
+    result = await _response(conn, caller, settings, area, distance, mode, max_age_s)
+    title = f"{result['area']['name']}: households within reach of a responder"
+    svg = coverage.curve_svg(result["curve"], title, marker_m=distance)
+    return Response(svg, media_type="image/svg+xml")
+
+
+class StationingIn(BaseModel):
+    area: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")
+    k: int = Field(5, ge=1, le=stationing_analysis.MAX_K, description="posts to place (MCLP)")
+    distance: float = Field(500, gt=0, le=50_000, description="service distance, metres")
+    candidates: Literal["grid_centroids"] | list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        "grid_centroids", description='"grid_centroids" or a list of [lon, lat] WGS84 points')
+    max_age_s: float | None = Field(None, gt=0, description="freshness cut-off for today's positions")
+
+
+@router.post("/analysis/stationing")
+async def stationing(body: StationingIn, conn: Conn, caller: CurrentCaller, settings: SettingsDep) -> dict:
+    """MCLP posts for K responders within D, LSCP fewest posts for everyone, compared with today's positions."""
+    area = await coverage.resolve_area(conn, caller, body.area)
+    rows = await stationing_analysis.load(conn, area.id, area.code, _max_age(settings, body.max_age_s),
+                                          body.candidates == "grid_centroids")
+    result = await run_in_threadpool(stationing_analysis.solve, *rows, body.k, body.distance, body.candidates)
+    return {"area": area.as_json(), **result}
+
+
+@router.get("/analysis/hotspots")
+async def hotspots(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
+                   start: Annotated[str | None, Query(alias="from", description="ISO date (default: to - 30 days)")] = None,
+                   end: Annotated[str | None, Query(alias="to", description="ISO date, exclusive (default: now)")] = None,
+                   category: Annotated[str | None, Query(max_length=32)] = None,
+                   by: Literal["h3", "grid"] = "h3",
+                   resolution: Annotated[int, Query(ge=5, le=10)] = 8,
+                   windows: Annotated[int, Query(ge=1, le=24)] = 4,
+                   alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+                   permutations: Annotated[int, Query(ge=0, le=9999)] = 99) -> dict:
+    """Getis-Ord Gi* hot and cold cells (H3 or grids) with BH-FDR significance; persistent hot cells."""
+    return await hotspot_analysis.hotspots(conn, caller, area, start, end, category, by, resolution, windows,
+                                           alpha, permutations)
