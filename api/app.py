@@ -3,12 +3,13 @@
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 import asyncpg
 
 from api import errors
 from api.limits import BodyLimit
-from api.routes import analysis, areas, health, incidents, maps, open311
+from api.routes import analysis, areas, coverage, bulk, dispatch, health, incidents, maps, open311
 from api.settings import PROJECT_ROOT, Settings
 from geo import escalation
 
@@ -37,9 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    # Only big pages (maps, exports) are worth compressing; small hot-path replies go out as they are.
+    app.add_middleware(GZipMiddleware, minimum_size=64_000)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
-                       limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes)})
-    for module in (health, areas, incidents, maps, analysis, open311):
+                       limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes),
+                               "/responders/positions": max(settings.max_body_bytes, 4_000_000)})  # 10,000 pings
+    for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app

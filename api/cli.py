@@ -249,7 +249,7 @@ def incidents_import(
         result.write_rejects(report)
         console.print(f"reject report: {report} ({result.rejected_count:,} rows)")
     elif result.rejected_count:
-        for row in result.rejected[:10]:
+        for row in result.summary(limit=10)["rejected"]:
             console.print(f"  line {row['line']}: {row['reason']}", highlight=False)
         if result.rejected_count > 10:
             console.print(f"  … {result.rejected_count - 10:,} more; write them all with --report FILE")

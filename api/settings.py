@@ -23,10 +23,16 @@ class Settings(BaseSettings):
     token_cache_s: float = 30.0
     max_features: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # JSON requests; bulk uploads have their own limit
+    bulk_max_bytes: int = Field(default=200_000_000, ge=1024)  # POST /incidents/bulk uploads
     # Overdue escalation inside the service: every N seconds (0: off); hours overdue → community, street, district.
     escalation_interval_s: float = Field(default=300, ge=0)
     escalation_steps_h: tuple[int, int, int] = (0, 24, 72)
     timezone: str = "Asia/Shanghai"
+    # Dispatch: a position older than this is stale (never treated as current); straight-line ETA speed
+    # (4.2 m/s ≈ 15 km/h, e-bike); how many straight-line candidates mode=network re-ranks by road.
+    position_max_age_s: float = Field(default=1800, gt=0)
+    straight_speed_mps: float = Field(default=4.2, gt=0)
+    network_candidates: int = Field(default=10, ge=1, le=100)
     # Open311 GeoReport v2: reads of services and requests need no api_key unless this is False.
     open311_public_reads: bool = True
 

@@ -1,13 +1,13 @@
 """Interactive folium pages."""
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conn, CurrentCaller
+from api.deps import Conn, CurrentCaller, SettingsDep
 from geo import areas, incident_map
 from maps import grids, incidents, offline
 
@@ -46,5 +46,60 @@ async def incidents_map(request: Request, conn: Conn, caller: CurrentCaller,
 
     def render() -> str:
         return offline.render(incidents.build(data, token))
+
+    return HTMLResponse(await run_in_threadpool(render))
+
+
+# -- dispatch and coverage maps (maps.dispatch, maps.coverage) ----------------------------------------------
+
+@router.get("/dispatch", response_class=HTMLResponse)
+async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+                       lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],
+                       crs_name: Annotated[str, Query(alias="crs")] = "EPSG:4326",
+                       k: Annotated[int, Query(ge=1, le=100)] = 5,
+                       mode: Literal["straight", "network"] = "straight",
+                       role: Annotated[str | None, Query(description="comma-separated")] = None,
+                       status: Annotated[str, Query(description="comma-separated; default available")] = "available",
+                       ) -> HTMLResponse:
+    """The point and its grid, the k nearest responders with lines, distances and ETAs (stale ones greyed
+    out), and the road route for mode=network."""
+    from geo import crs
+    from maps import dispatch as dispatch_page
+
+    if crs_name != "EPSG:4326":
+        lon, lat = crs.to_wgs84(lon, lat, crs_name)
+
+    def split(value: str | None) -> list[str] | None:  # checked against the known roles/statuses in geo.dispatch
+        return [x.strip() for x in (value or "").split(",") if x.strip()] or None
+
+    data = await dispatch_page.gather(
+        conn, caller, lon, lat, k, mode, split(status), split(role),
+        max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps,
+        network_candidates=settings.network_candidates)
+
+    def render() -> str:
+        return offline.render(dispatch_page.build(data))
+
+    return HTMLResponse(await run_in_threadpool(render))
+
+
+@router.get("/coverage", response_class=HTMLResponse)
+async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+                       area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")] = None,
+                       distance: Annotated[float, Query(gt=0, le=5000, description="metres")] = 500,
+                       k: Annotated[int | None, Query(ge=1, le=2000, description="posts to propose; default: "
+                                                                                 "today's responders")] = None,
+                       minutes: Annotated[float | None, Query(gt=0, le=30, description="network isochrones "
+                                                                                       "(areas with roads)")] = None,
+                       ) -> HTMLResponse:
+    """Covered and uncovered households, responder reach, proposed posts against today's, hotspot cells,
+    and the coverage curve."""
+    from maps import coverage as coverage_page
+
+    data = await coverage_page.gather(conn, caller, area, distance, k, minutes,
+                                      max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps)
+
+    def render() -> str:
+        return offline.render(coverage_page.build(data, request.query_params.get("access_token")))
 
     return HTMLResponse(await run_in_threadpool(render))

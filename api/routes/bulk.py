@@ -1,0 +1,88 @@
+"""Bulk import: POST /incidents/bulk takes a CSV, GeoJSON or GeoPackage file as the raw request body."""
+
+import re
+import tempfile
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.pool import NullPool
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from api.deps import CurrentCaller, SettingsDep
+from geo import bulk, crs as crs_
+from geo.auth import Caller
+from geo.db import sync_engine
+from geo.errors import InvalidInput, PayloadTooLarge
+
+router = APIRouter(tags=["incidents"])
+REPORT_LIMIT = 1000
+ROLES = ("supervisor", "dispatcher")  # and admin
+MEDIA_TYPES = {
+    "text/csv": "csv", "application/csv": "csv",
+    "application/geo+json": "geojson", "application/json": "geojson",
+    "application/geopackage+sqlite3": "gpkg", "application/x-sqlite3": "gpkg", "application/vnd.sqlite3": "gpkg",
+}
+_DISPOSITION = re.compile(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', re.IGNORECASE)
+
+
+def _format(content_type: str, format: str | None) -> str | None:
+    if format:
+        return format
+    if content_type.startswith("multipart/"):
+        raise InvalidInput(
+            "Send the file itself as the request body, not as a multipart form: e.g. `curl --data-binary "
+            "@incidents.csv -H 'Content-Type: text/csv' '/incidents/bulk?filename=incidents.csv'`.", field="body")
+    return MEDIA_TYPES.get(content_type)  # otherwise from the file name, else sniffed from the bytes
+
+
+def _import(url: str, path: str, format: str | None, crs: str, caller: Caller, name: str | None) -> bulk.ImportReport:
+    engine = sync_engine(url, poolclass=NullPool)  # one connection for the one long transaction
+    try:
+        return bulk.import_incidents(engine, path, format=format, crs=crs, actor_id=caller.id, file_name=name,
+                                     scope=caller.scope)
+    finally:
+        engine.dispose()
+
+
+@router.post("/incidents/bulk", openapi_extra={"requestBody": {"required": True, "content": {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/geo+json": {"schema": {"type": "object"}},
+    "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
+}}})
+async def bulk_import(
+    request: Request, caller: CurrentCaller, settings: SettingsDep,
+    format: Annotated[Literal["csv", "geojson", "gpkg"] | None,
+                      Query(description="default: from Content-Type, then the file name, then the content")] = None,
+    filename: Annotated[str | None, Query(max_length=255, description="the file's name, kept in the audit log")] = None,
+    crs: Annotated[str, Query(description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09; a GeoJSON/GeoPackage layer's "
+                                          "own CRS wins unless GCJ-02/BD-09 is declared")] = "EPSG:4326",
+):
+    """Import incidents from a file sent as the body (CSV with lon,lat,category[,description,reported_at,source],
+    GeoJSON or GeoPackage points). Every row is either filed or listed with its line and the reason it was
+    rejected; the batch is all or nothing. The reply lists the first 1000 rejects (`report_truncated` says more)."""
+    caller.require_role(*ROLES)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    format = _format(content_type, format)
+    crs = crs_.normalize_crs(crs)
+    if filename is None and (match := _DISPOSITION.search(request.headers.get("content-disposition", ""))):
+        filename = match.group(1).strip()
+    limit = settings.bulk_max_bytes
+    with tempfile.NamedTemporaryFile(prefix="wangge-bulk-") as spool:
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # also enforced by the BodyLimit middleware; this covers apps without it
+                    raise PayloadTooLarge(f"The upload is larger than the bulk import limit of {limit:,} bytes "
+                                          "(WANGGE_BULK_MAX_BYTES); split the file.", field="body")
+                spool.write(chunk)
+        except ClientDisconnect:
+            return Response(status_code=400)  # the client went away (or the size limit cut it off)
+        if size == 0:
+            raise InvalidInput("The request body is empty: send the file itself as the body, e.g. `curl "
+                               "--data-binary @incidents.csv -H 'Content-Type: text/csv' ...`.", field="body")
+        spool.flush()
+        report = await run_in_threadpool(_import, settings.sync_url(), spool.name, format, crs, caller, filename)
+    return JSONResponse(report.summary(limit=REPORT_LIMIT))

@@ -1,0 +1,199 @@
+"""Responders (CRUD, position pings), the nearest responders to a point, and dispatching an incident."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api.deps import Conn, CurrentCaller, SettingsDep
+from api.geojson import GeoJSONResponse, feature, feature_collection
+from geo import crs, dispatch, responders
+from geo.errors import InvalidInput
+from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
+
+router = APIRouter()
+MAX_PAGE = 1000
+Role = Literal["grid_worker", "patrol", "department_crew"]
+Status = Literal["available", "busy", "off_duty"]
+CrsName = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
+
+
+class ResponderIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    phone: str | None = Field(None, max_length=40)
+    status: Status = "available"
+    home_grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    department: str | None = Field(None, max_length=32, description="department code (for department crews)")
+    user_id: int | None = Field(None, description="the user account of the responder (grid worker's app)")
+
+
+class ResponderPatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    role: Role | None = None
+    phone: str | None = Field(None, max_length=40)
+    status: Status | None = None
+    home_grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    department: str | None = Field(None, max_length=32)
+    user_id: int | None = None
+
+
+class PositionIn(BaseModel):
+    lon: float
+    lat: float
+    crs: str = CrsName
+    at: datetime | None = Field(None, description="when the fix was taken (ISO 8601; default now; naive = Beijing "
+                                                  "time); at most 2 minutes ahead of the server clock")
+    accuracy_m: float | None = Field(None, ge=0)
+    source: str | None = Field(None, max_length=32, description="e.g. gps, app, avl")
+
+
+class PingIn(PositionIn):
+    responder_id: int
+    crs: str | None = Field(None, description="per ping; default the batch's crs")
+
+
+class PingBatch(BaseModel):
+    crs: str = CrsName
+    pings: list[PingIn]
+
+
+class DispatchIn(BaseModel):
+    responder_id: int | None = Field(None, description="default: the nearest available responder with a fresh "
+                                                       "position")
+    note: str | None = Field(None, max_length=2000)
+
+
+def _csv(value: str | None, allowed: tuple[str, ...], field: str) -> list[str] | None:
+    if not value:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise InvalidInput(f"Unknown {field} {', '.join(unknown)}; use: {', '.join(allowed)}.", field=field)
+    return items or None
+
+
+# -- responders ----------------------------------------------------------------------------------------------
+
+@router.post("/responders", status_code=201, response_class=GeoJSONResponse, tags=["responders"])
+async def create_responder(body: ResponderIn, conn: Conn, caller: CurrentCaller,
+                           settings: SettingsDep) -> GeoJSONResponse:
+    """Create a grid worker, patrol or department crew; it has no position (stale) until its first ping."""
+    text = await responders.create(conn, caller, body.model_dump(), settings.position_max_age_s)
+    response = feature(text)
+    response.status_code = 201
+    response.headers["Location"] = f"/responders/{orjson.loads(text)['id']}"
+    return response
+
+
+@router.get("/responders", response_class=GeoJSONResponse, tags=["responders"])
+async def list_responders(
+    request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+    status: Annotated[str | None, Query(description="comma-separated: available, busy, off_duty")] = None,
+    role: Annotated[str | None, Query(description="comma-separated: grid_worker, patrol, department_crew")] = None,
+    area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", description="home grid under")] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)")] = None,
+    include_stale: Annotated[bool | None, Query(description="default: stale positions are left out when asking "
+                                                            "for status=available, flagged otherwise")] = None,
+    limit: Annotated[int, Query(ge=1, description="clamped to 1000")] = 100,
+    after: Annotated[int | None, Query(description="keyset: the last id of the previous page")] = None,
+) -> GeoJSONResponse:
+    """Responders as a FeatureCollection of their last positions, with position age and `stale` flag."""
+    box = None
+    if bbox:
+        try:
+            box = tuple(float(v) for v in bbox.split(","))
+            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        except (ValueError, AssertionError):
+            raise InvalidInput("bbox is minLon,minLat,maxLon,maxLat in WGS84, with min < max.", field="bbox")
+    limit = min(limit, MAX_PAGE)
+    filters = responders.Filters(statuses=_csv(status, RESPONDER_STATUSES, "status"),
+                                 roles=_csv(role, RESPONDER_ROLES, "role"), area=area, bbox=box,
+                                 include_stale=include_stale)
+    features, next_after = await responders.list_(conn, caller, filters, settings.position_max_age_s, limit, after)
+    return feature_collection(request, features, {"after": next_after, "limit": limit} if next_after else None)
+
+
+@router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"])
+async def get_responder(responder_id: int, conn: Conn, caller: CurrentCaller,
+                        settings: SettingsDep) -> GeoJSONResponse:
+    """One responder: role, status, home grid, last position, its age and whether it is stale."""
+    return feature(await responders.get(conn, caller, responder_id, settings.position_max_age_s))
+
+
+@router.patch("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"])
+async def update_responder(responder_id: int, body: ResponderPatch, conn: Conn, caller: CurrentCaller,
+                           settings: SettingsDep) -> GeoJSONResponse:
+    """Change name, phone, role, status (shift), home grid, department or linked user; only the fields sent."""
+    values = body.model_dump(exclude_unset=True)
+    return feature(await responders.update(conn, caller, responder_id, values, settings.position_max_age_s))
+
+
+@router.post("/responders/{responder_id}/position", response_class=GeoJSONResponse, tags=["responders"])
+async def post_position(responder_id: int, body: PositionIn, conn: Conn, caller: CurrentCaller,
+                        settings: SettingsDep) -> GeoJSONResponse:
+    """One position ping: appended to the track; it becomes the last position if it is the newest."""
+    text, result = await responders.ping(conn, caller, responder_id, body.lon, body.lat, body.crs, body.at,
+                                         body.accuracy_m, body.source, settings.position_max_age_s)
+    response = feature(text)
+    response.headers["X-Position-Updated"] = "true" if result.positions_updated else "false"
+    return response
+
+
+@router.post("/responders/positions", tags=["responders"])
+async def post_positions(body: list[PingIn] | PingBatch, conn: Conn, caller: CurrentCaller) -> Response:
+    """A batch of pings (a JSON array, or {"crs": ..., "pings": [...]}), up to 10,000: all written or none.
+
+    Every ping goes to the track; each responder's last position moves to its newest ping if that is newer
+    than the stored one. Unknown responder ids are listed and nothing is written."""
+    default_crs, items = ("EPSG:4326", body) if isinstance(body, list) else (body.crs, body.pings)
+    pings = responders.pings_from([p.__dict__ for p in items], crs.normalize_crs(default_crs))
+    result = await responders.ingest(conn, caller, pings)
+    return Response(responders.result_json(result), media_type="application/json")
+
+
+# -- dispatch ------------------------------------------------------------------------------------------------
+
+@router.get("/dispatch/nearest", response_class=GeoJSONResponse, tags=["dispatch"])
+async def nearest(
+    request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+    lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],
+    crs_name: Annotated[str, Query(alias="crs")] = "EPSG:4326",
+    k: Annotated[int, Query(description="clamped to 1..100")] = 5,
+    status: Annotated[str, Query(description="comma-separated; default available")] = "available",
+    role: Annotated[str | None, Query(description="comma-separated")] = None,
+    max_distance: Annotated[float | None, Query(gt=0, description="metres")] = None,
+    mode: Annotated[Literal["straight", "network"], Query()] = "straight",
+    include_stale: bool = False,
+) -> GeoJSONResponse:
+    """The k nearest responders by geodesic metres (or by road time with mode=network), with ETA, position
+    age, stale flag and whether each works the grid covering the point."""
+    if crs_name != "EPSG:4326":
+        lon, lat = crs.to_wgs84(lon, lat, crs_name)
+    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=_csv(status, RESPONDER_STATUSES, "status"),
+                             roles=_csv(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
+                             include_stale=include_stale, mode=mode)
+    found = await dispatch.nearest(conn, caller, query, max_age_s=settings.position_max_age_s,
+                                   speed_mps=settings.straight_speed_mps,
+                                   network_candidates=settings.network_candidates)
+    head = orjson.dumps({"lon": lon, "lat": lat, "grid_code": found.grid_code, "mode": found.mode,
+                         "speed_mps": settings.straight_speed_mps if found.mode == "straight" else None})
+    body = (b'{"type":"FeatureCollection","numberReturned":%d,"query":%s,"features":[' % (len(found.features), head)
+            + ",".join(found.features).encode() + b"]}")
+    return GeoJSONResponse(body)
+
+
+@router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"])
+async def dispatch_incident(incident_id: int, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+                            body: DispatchIn | None = None) -> GeoJSONResponse:
+    """Send a responder (default: the nearest available with a fresh position): it becomes busy and the
+    incident dispatched (filed first if it was only reported), with events, in one transaction."""
+    body = body or DispatchIn()
+    return feature(await dispatch.dispatch_incident(
+        conn, caller, incident_id, body.responder_id, body.note,
+        max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps))
+

@@ -1,0 +1,344 @@
+"""The dispatcher's map: a point, the grid covering it, the k nearest responders with lines, distances and ETAs
+(stale positions greyed out), and the road route when mode=network.
+
+`gather` asks geo.dispatch.nearest (fresh candidates, and once more with stale positions for display) and reads
+the grid under the point; `build` is a pure function of that data. Everything is drawn in the browser from
+compact rows, on SVG paths with CSS classes (wg-responder, wg-stale, wg-line, wg-route, wg-grid) so the page is
+testable from its DOM.
+"""
+
+from dataclasses import dataclass, field
+
+import folium
+import orjson
+from branca.element import MacroElement
+from folium.template import Template
+
+from geo import dispatch
+from geo.auth import Caller
+from geo.errors import Forbidden
+from maps import offline
+from maps.incidents import FONT, _esc, _js, _Raw
+
+BASE = "/maps/dispatch"
+ROLE_LABELS = {"grid_worker": "网格员", "patrol": "巡逻", "department_crew": "部门"}
+STATUS_LABELS = {"available": "空闲", "busy": "忙碌", "off_duty": "下班"}
+RANK_COLOURS = ["#1a9850", "#66bd63", "#a6d96a", "#fdae61", "#f46d43", "#d73027"]
+
+GRID_SQL = """
+WITH pt AS (SELECT ST_SetSRID(ST_MakePoint($1::float8, $2::float8), 4326) AS g),
+near AS (
+    SELECT a.code, a.name, a.worker_id, a.geom FROM areas a, pt
+    WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
+      AND (starts_with(a.code, $3) OR ST_Covers(a.geom, pt.g))
+    ORDER BY a.geom <-> pt.g LIMIT 8)
+SELECT n.code, n.name, r.name AS worker, ST_Covers(n.geom, pt.g) AS covers,
+       ST_Distance(n.geom::geography, pt.g::geography) AS distance_m,
+       ST_AsGeoJSON(ST_SimplifyPreserveTopology(n.geom, 5e-6), 6) AS geojson
+FROM near n CROSS JOIN pt LEFT JOIN responders r ON r.id = n.worker_id
+ORDER BY ST_Covers(n.geom, pt.g) DESC, ST_Distance(n.geom::geography, pt.g::geography), n.code
+LIMIT 1"""
+
+
+@dataclass
+class DispatchData:
+    lon: float
+    lat: float
+    mode: str
+    k: int
+    grid: dict | None  # code, name, worker, covers, distance_m, geojson (the covering grid, else the nearest)
+    candidates: list[dict]  # Feature dicts (fresh, ranked as geo.dispatch returns them)
+    stale: list[dict]  # stale Features among the nearest, for display only
+    route: dict | None  # GeoJSON LineString of the best candidate's road route (mode=network)
+    filters: dict = field(default_factory=dict)  # role, status as asked
+    network_note: str | None = None
+
+
+async def gather(conn, caller: Caller, lon: float, lat: float, k: int = 5, mode: str = "straight",
+                 statuses: list[str] | None = None, roles: list[str] | None = None, *, max_age_s: float,
+                 speed_mps: float, network_candidates: int = 10) -> DispatchData:
+    """Nearest fresh responders (ranked as /dispatch/nearest ranks them), stale ones nearby, the grid."""
+    row = await conn.fetchrow(GRID_SQL, float(lon), float(lat), caller.scope)
+    grid = dict(row) if row else None
+    if grid and grid["covers"] and not caller.can_see(grid["code"]):
+        raise Forbidden(f"The point lies in grid {grid['code']}, outside your area {caller.area_code}.",
+                        field="lon,lat")
+    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=statuses, roles=roles, mode=mode)
+    found = await dispatch.nearest(conn, caller, query, max_age_s=max_age_s, speed_mps=speed_mps,
+                                   network_candidates=network_candidates)
+    candidates = [orjson.loads(f) for f in found.features]
+    route = next((c["properties"].pop("route") for c in candidates if c["properties"].get("route")), None)
+    for c in candidates:
+        c["properties"].pop("route", None)
+    # the stale ones as near as the candidates (or the k nearest if no fresh one is found), greyed out
+    with_stale = await dispatch.nearest(
+        conn, caller, dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=statuses, roles=roles, include_stale=True),
+        max_age_s=max_age_s, speed_mps=speed_mps)
+    fresh_ids = {c["id"] for c in candidates}
+    reach = max((c["properties"].get("straight_distance_m") or c["properties"]["distance_m"] for c in candidates),
+                default=float("inf"))
+    stale = [f for f in map(orjson.loads, with_stale.features)
+             if f["properties"].get("stale") and f["id"] not in fresh_ids and f["properties"]["distance_m"] <= reach]
+    note = None
+    if mode == "network" and candidates and route is None:
+        note = "没有可通达的道路路线 no road route found for the candidates"
+    return DispatchData(lon, lat, found.mode, query.k, grid, candidates, stale, route,
+                        {"role": ",".join(roles or []), "status": ",".join(statuses or ["available"])}, note)
+
+
+# ----------------------------------------------------------------- page
+
+def fmt_eta(seconds) -> str:
+    if seconds is None:
+        return "不可达"
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s}秒"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}分{s:02d}秒"
+    h, m = divmod(m, 60)
+    return f"{h}小时{m:02d}分"
+
+
+def fmt_m(metres) -> str:
+    if metres is None:
+        return "—"
+    metres = float(metres)
+    return f"{metres:,.0f} m" if metres < 1000 else f"{metres / 1000:.2f} km"
+
+
+def fmt_age(seconds) -> str:
+    if seconds is None:
+        return "无定位"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}秒前"
+    if s < 3600:
+        return f"{s // 60}分钟前"
+    if s < 86400:
+        return f"{s // 3600}小时前"
+    return f"{s // 86400}天前"
+
+
+CSS = """
+<style>
+.leaflet-container, .leaflet-control-layers, .wg-panel { font-family: FONT; }
+.wg-panel { background: rgba(255,255,255,0.96); border-radius: 6px; box-shadow: 0 1px 5px rgba(0,0,0,0.35);
+  padding: 8px 10px; font-size: 12px; color: #222; line-height: 1.4; }
+.wg-panel h1 { font-size: 16px; margin: 0 0 2px 0; }
+.wg-panel .muted { color: #777; font-size: 11px; }
+.wg-head { width: 380px; }
+.wg-grid-note { margin: 5px 0; padding: 4px 6px; border-radius: 4px; background: #eef4fb; }
+.wg-grid-note.out { background: #fff1e0; color: #8a4b00; }
+.wg-cands { width: 100%; border-collapse: collapse; margin-top: 6px; font-variant-numeric: tabular-nums; }
+.wg-cands th { text-align: left; font-weight: normal; color: #777; font-size: 10.5px; border-bottom: 1px solid #ddd; }
+.wg-cands td { padding: 2px 3px; border-bottom: 1px solid #f0f0f0; white-space: nowrap; }
+.wg-cands td.n { text-align: right; }
+.wg-cands tr.wg-stale td { color: #9a9a9a; }
+.wg-cands tr.best td { font-weight: bold; }
+.wg-rank { display: inline-block; width: 16px; height: 16px; border-radius: 50%; color: #fff; text-align: center;
+  font: bold 10px/16px sans-serif; }
+.wg-stale .wg-rank { background: #9e9e9e !important; }
+.wg-legend { width: 205px; }
+.wg-legend h4 { margin: 0 0 4px 0; font-size: 12px; }
+.wg-legend .row { display: flex; align-items: center; gap: 6px; margin: 2px 0; }
+.wg-legend .ln { width: 22px; height: 0; border-top: 2px dashed #3a5fa0; display: inline-block; }
+.wg-legend .route { width: 22px; height: 0; border-top: 4px solid #7b3294; display: inline-block; }
+.wg-legend .box { width: 16px; height: 11px; border: 2px solid #0b2e6b; background: rgba(11,46,107,0.08); display: inline-block; }
+.wg-legend .dot { width: 12px; height: 12px; border-radius: 50%; border: 2px solid #fff; box-shadow: 0 0 0 1px #555;
+  display: inline-block; box-sizing: border-box; }
+.wg-target { width: 22px; height: 22px; border-radius: 50%; background: #d7191c; border: 3px solid #fff;
+  box-shadow: 0 0 0 2px #d7191c, 0 0 8px 2px rgba(0,0,0,0.4); box-sizing: border-box; }
+.wg-eta { background: rgba(255,255,255,0.92); border: 1px solid #8aa0c8; border-radius: 3px; padding: 0 4px;
+  font: 11px FONT; color: #0b2e6b; box-shadow: none; white-space: nowrap; }
+.wg-eta.wg-stale { color: #8a8a8a; border-color: #c4c4c4; }
+.wg-eta:before { display: none; }
+path.wg-stale { stroke-dasharray: 2 3; }
+</style>
+"""
+
+JS = """
+<script>
+var WG = CONFIG;
+function wgEsc(s) { return s == null ? '' : String(s).replace(/[&<>"']/g, function (c) {
+  return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]; }); }
+function wgPopup(c) {
+  return '<div style="font-size:12px;min-width:200px"><b>' + wgEsc(c.name) + '</b> · ' + wgEsc(c.roleLabel) +
+    (c.stale ? ' · <b style="color:#777">定位过期 stale</b>' : '') +
+    '<br>状态 ' + wgEsc(c.statusLabel) + ' · 定位 ' + wgEsc(c.age) +
+    '<br>距离 ' + wgEsc(c.dist) + (c.straight ? ' (直线 ' + wgEsc(c.straight) + ')' : '') + ' · 预计 ' + wgEsc(c.eta) +
+    '<br>本网格 same grid: ' + (c.same ? '是 ✓' : '否') + (c.home ? ' · 所属 ' + wgEsc(c.home) : '') +
+    (c.phone ? '<br>电话 ' + wgEsc(c.phone) : '') + '<br><span style="color:#777">#' + c.id + '</span></div>';
+}
+</script>
+"""
+
+
+class _Layers(MacroElement):
+    """All layers, panels and the layer control, built in the browser from WG."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }}, tiles = {{ this.tiles }};
+            var P = [WG.lat, WG.lon], bounds = L.latLngBounds([P, P]), overlays = {};
+            var grid = L.featureGroup();
+            if (WG.grid) {
+                L.geoJSON(WG.grid.geometry, {style: {color: '#0b2e6b', weight: 3, fillColor: '#0b2e6b',
+                    fillOpacity: WG.grid.covers ? 0.08 : 0.03, dashArray: WG.grid.covers ? null : '6 4',
+                    className: 'wg-grid'}})
+                  .bindTooltip(wgEsc(WG.grid.name) + ' ' + WG.grid.code, {sticky: true}).addTo(grid);
+                if (WG.grid.covers) bounds.extend(grid.getBounds());
+            }
+            grid.addTo(map); overlays[WG.labels.grid] = grid;
+            var lines = L.featureGroup(), people = L.featureGroup(), stale = L.featureGroup();
+            WG.cands.forEach(function (c) {
+                var target = c.stale ? stale : people, ll = [c.lat, c.lon];
+                var line = L.polyline([ll, P], {color: c.stale ? '#9e9e9e' : '#3a5fa0', weight: c.rank === 1 ? 3 : 2,
+                    opacity: c.stale ? 0.7 : 0.9, dashArray: '6 5',
+                    className: 'wg-line' + (c.stale ? ' wg-stale' : '')});
+                line.addTo(c.stale ? stale : lines);
+                var right = c.lon >= WG.lon;
+                L.circleMarker(ll, {radius: c.stale ? 7 : 9, color: '#fff', weight: 2, fillOpacity: 1,
+                    fillColor: c.stale ? '#b0b0b0' : c.colour,
+                    className: 'wg-responder' + (c.stale ? ' wg-stale' : ' wg-fresh')})
+                  .bindPopup(wgPopup(c))
+                  .bindTooltip(c.stale ? '定位过期 ' + wgEsc(c.dist) + ' · ' + wgEsc(c.age) : c.rank + ' · ' + wgEsc(c.dist) + ' · ' + wgEsc(c.eta),
+                    {permanent: true, direction: right ? 'right' : 'left', offset: [right ? 8 : -8, 0],
+                     className: 'wg-eta' + (c.stale ? ' wg-stale' : '')}).addTo(target);
+                bounds.extend(ll);
+            });
+            lines.addTo(map); people.addTo(map); stale.addTo(map);
+            overlays[WG.labels.people] = people; overlays[WG.labels.lines] = lines; overlays[WG.labels.stale] = stale;
+            if (WG.route) {
+                var route = L.geoJSON(WG.route, {style: {color: '#7b3294', weight: 5, opacity: 0.85,
+                    className: 'wg-route'}}).bindTooltip(WG.labels.routeTip, {sticky: true});
+                route.addTo(map); overlays[WG.labels.route] = route; bounds.extend(route.getBounds());
+            }
+            var point = L.marker(P, {icon: L.divIcon({className: '', iconSize: [22, 22],
+                html: '<div class="wg-target"></div>'}), zIndexOffset: 1000, title: WG.labels.point})
+              .bindTooltip(WG.labels.point, {direction: 'top', offset: [0, -12]}).addTo(map);
+            overlays[WG.labels.point] = point;
+            var wide = map.getSize().x >= 900;
+            map.fitBounds(bounds.pad(0.15), {animate: false, maxZoom: 17,
+                paddingTopLeft: wide ? [400, 20] : [10, 10], paddingBottomRight: wide ? [230, 20] : [10, 10]});
+            if (map.getZoom() > 17) map.setZoom(17);
+            function panel(position, html) {
+                var C = L.Control.extend({onAdd: function () {
+                    var div = L.DomUtil.create('div', ''); div.innerHTML = html;
+                    L.DomEvent.disableClickPropagation(div); L.DomEvent.disableScrollPropagation(div);
+                    return div.firstElementChild; }});
+                return new C({position: position}).addTo(map);
+            }
+            panel('topleft', WG.head);
+            L.control.layers({'OpenStreetMap': tiles}, overlays, {collapsed: false, position: 'topright'}).addTo(map);
+            panel('bottomright', WG.legend);
+            document.documentElement.setAttribute('data-wg-ready-ms', Math.round(performance.now()));
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, tiles: str):
+        super().__init__()
+        self._name = "WgDispatchLayers"
+        self.tiles = tiles
+
+
+def _rows(data: DispatchData) -> list[dict]:
+    out = []
+    for feature, stale in [(c, False) for c in data.candidates] + [(s, True) for s in data.stale]:
+        p = feature["properties"]
+        lon, lat = feature["geometry"]["coordinates"][:2]
+        straight = p.get("straight_distance_m")
+        dist = p.get("network_distance_m") if data.mode == "network" and not stale else p.get("distance_m")
+        out.append({
+            "id": feature["id"], "lon": lon, "lat": lat, "stale": stale, "name": p.get("name"),
+            "role": p.get("role"), "roleLabel": ROLE_LABELS.get(p.get("role"), p.get("role")),
+            "statusLabel": STATUS_LABELS.get(p.get("status"), p.get("status")),
+            "dist": fmt_m(dist if dist is not None else p.get("distance_m")),
+            "straight": fmt_m(straight) if straight is not None and data.mode == "network" and not stale else None,
+            "eta": fmt_eta(p.get("eta_s")), "age": fmt_age(p.get("position_age_s")),
+            "same": bool(p.get("same_grid")), "home": p.get("home_grid_code"), "phone": p.get("phone"),
+        })
+    rank = 0
+    for row in out:
+        if not row["stale"]:
+            rank += 1
+            row["rank"] = rank
+            row["colour"] = RANK_COLOURS[min(rank - 1, len(RANK_COLOURS) - 1)]
+        else:
+            row["rank"] = None
+            row["colour"] = "#9e9e9e"
+    return out
+
+
+def _head(data: DispatchData, rows: list[dict]) -> str:
+    g = data.grid
+    if g and g["covers"]:
+        grid = (f'<div class="wg-grid-note">所在网格 <b>{_esc(g["name"])}</b> {_esc(g["code"])}'
+                f'<br>网格员 {_esc(g["worker"] or "（空缺）")}</div>')
+    elif g:
+        grid = (f'<div class="wg-grid-note out">此点不在任何网格内 outside every grid — 最近网格 nearest grid '
+                f'<b>{_esc(g["name"])}</b> {_esc(g["code"])}，相距 {fmt_m(g["distance_m"])}</div>')
+    else:
+        grid = '<div class="wg-grid-note out">此点不在任何网格内 outside every grid</div>'
+    mode = "道路 network (按行程时间排序)" if data.mode == "network" else "直线 straight (按距离排序)"
+    body = []
+    for r in rows:
+        cls = "wg-stale" if r["stale"] else ("best" if r["rank"] == 1 else "")
+        badge = (f'<span class="wg-rank" style="background:{r["colour"]}">{r["rank"] or "–"}</span>')
+        body.append(
+            f'<tr class="{cls}"><td>{badge}</td><td>{_esc(r["name"])}</td><td>{_esc(r["roleLabel"])}</td>'
+            f'<td class="n">{_esc(r["dist"])}</td><td class="n">{"—" if r["stale"] else _esc(r["eta"])}</td>'
+            f'<td>{_esc(r["age"])}{" ⚠" if r["stale"] else ""}</td><td>{"✓" if r["same"] else ""}</td></tr>')
+    if not rows:
+        body.append('<tr><td colspan="7" class="muted">附近没有符合条件的处置力量 no responder matches</td></tr>')
+    note = f'<div class="muted" style="color:#8a4b00">{_esc(data.network_note)}</div>' if data.network_note else ""
+    filt = f'状态 {_esc(data.filters.get("status"))}' + (f' · 角色 {_esc(data.filters["role"])}'
+                                                         if data.filters.get("role") else "")
+    return f"""<div class="wg-panel wg-head">
+<h1>调度 · 最近处置力量</h1>
+<div class="muted">Nearest responders · {data.lat:.6f}, {data.lon:.6f} (WGS84) · {mode} · k={data.k} · {filt}</div>
+{grid}{note}
+<table class="wg-cands"><tr><th>#</th><th>姓名 name</th><th>角色</th><th>距离</th><th>预计到达 ETA</th>
+<th>定位</th><th>本网格</th></tr>{"".join(body)}</table>
+<div class="muted" style="margin-top:4px">灰色 = 定位过期 stale position (不参与排名 not ranked)</div>
+</div>"""
+
+
+def _legend(data: DispatchData) -> str:
+    route = ('<div class="row"><span class="route"></span> 最快道路路线 fastest road route</div>'
+             if data.mode == "network" else "")
+    return f"""<div class="wg-panel wg-legend">
+<h4>图例 Legend</h4>
+<div class="row"><span class="wg-target" style="width:14px;height:14px;border-width:2px"></span> 事发地点 point</div>
+<div class="row"><span class="box"></span> 所在网格 grid (虚线 = 最近网格)</div>
+<div class="row"><span class="dot" style="background:{RANK_COLOURS[0]}"></span> 最近 nearest
+<span class="dot" style="background:{RANK_COLOURS[4]}"></span> 较远 farther</div>
+<div class="row"><span class="dot" style="background:#b0b0b0"></span> 定位过期 stale</div>
+<div class="row"><span class="ln"></span> 距离 · 预计到达 distance · ETA</div>{route}
+</div>"""
+
+
+def build(data: DispatchData) -> folium.Map:
+    rows = _rows(data)
+    fmap = offline.new_map(location=[data.lat, data.lon], zoom_start=16)
+    tiles = next(c for c in fmap._children.values() if isinstance(c, folium.TileLayer))
+    config = {
+        "lon": data.lon, "lat": data.lat, "cands": rows, "route": data.route,
+        "grid": ({"code": data.grid["code"], "name": data.grid["name"], "covers": data.grid["covers"],
+                  "geometry": orjson.loads(data.grid["geojson"])} if data.grid else None),
+        "labels": {"grid": "网格 grid" if not data.grid or data.grid["covers"] else "最近网格 nearest grid",
+                   "people": f"处置力量 responders ({len(data.candidates)})",
+                   "lines": "连线 distance · ETA", "stale": f"定位过期 stale ({len(data.stale)})",
+                   "route": "道路路线 road route", "point": "事发地点 point",
+                   "routeTip": "最快道路路线 fastest road route"},
+        "head": _head(data, rows), "legend": _legend(data),
+    }
+    head = fmap.get_root().header
+    head.add_child(_Raw(f"<title>调度 最近处置力量 {data.lat:.5f},{data.lon:.5f} — Wangge</title>"))
+    head.add_child(_Raw(CSS.replace("FONT", FONT)))
+    head.add_child(_Raw(JS.replace("CONFIG", _js(config))))
+    fmap.add_child(_Layers(tiles.get_name()))
+    return fmap
