@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await escalation.stop(escalator)
         await app.state.pool.close()
+        if getattr(app.state, "sync_engine", None) is not None:
+            app.state.sync_engine.dispose()
 
     app = FastAPI(
         title="Wangge",

@@ -118,6 +118,9 @@ def fixtures_load(
     verb = "already loaded" if report.skipped else f"loaded in {time.perf_counter() - started:.1f} s"
     console.print(f"demo district {verb} (grid version {report.version_id}): "
                   + ", ".join(f"{k} {v:,}" for k, v in report.counts.items()))
+    from fixtures.load import refresh_synthetic_positions
+
+    console.print(f"{refresh_synthetic_positions(_engine()):,} synthetic responder positions stamped as current")
     if network:
         from fixtures import network_demo
 

@@ -45,3 +45,16 @@ async def get_caller(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Conn = Annotated[asyncpg.Connection, Depends(get_conn)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
+
+
+def get_sync_engine(request: Request):
+    """A small sync SQLAlchemy engine for analyses that run in worker threads (made on first use)."""
+    state = request.app.state
+    if getattr(state, "sync_engine", None) is None:
+        from geo.db import sync_engine
+
+        state.sync_engine = sync_engine(state.settings.sync_url(), pool_size=2, max_overflow=2)
+    return state.sync_engine
+
+
+SyncEngine = Annotated[object, Depends(get_sync_engine)]

@@ -13,6 +13,7 @@ All three are set-based SQL over the active grid version, scoped to the caller's
   distance of the curve come from those distances; households are the weights.
 """
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -311,34 +312,73 @@ async def response_distances(conn, area: AreaRef, max_age_s: float):
     return ids, households, lon, lat, dist
 
 
+NETWORK_SOURCES_SQL = """
+SELECT ST_X(r.position), ST_Y(r.position) FROM responders r, areas a
+WHERE a.id = $1 AND r.status = 'available' AND r.position IS NOT NULL
+  AND r.position_at >= now() - make_interval(secs => $2) AND r.position && ST_Expand(a.geom, $3)
+ORDER BY r.id"""
+NETWORK_MARGIN_DEG = 0.05  # responders up to ~5 km outside the area may still reach it by road
+CURVE_MINUTES = tuple(range(1, 31))
+
+
+async def network_times(conn, engine, area: AreaRef, max_age_s: float):
+    """Per building of the area: seconds by road from the nearest fresh available responder (inf: none)."""
+    rows = await conn.fetch(NO_RESPONDER_SQL, area.id, float(max_age_s))
+    ids = np.array([r["id"] for r in rows], dtype=np.int64)
+    households = np.array([r["households"] for r in rows], dtype=float)
+    lon = np.array([r["lon"] for r in rows], dtype=float)
+    lat = np.array([r["lat"] for r in rows], dtype=float)
+    sources = [tuple(r) for r in await conn.fetch(NETWORK_SOURCES_SQL, area.id, float(max_age_s), NETWORK_MARGIN_DEG)]
+    times = np.full(len(ids), np.inf)
+    if sources and len(ids):
+        from geo import routing
+
+        matrix = await asyncio.to_thread(routing.travel_times_from_many, engine, sources, list(zip(lon, lat)))
+        times = matrix.min(axis=0)
+    return ids, households, lon, lat, times
+
+
 async def response_coverage(conn, caller: Caller, code: str | None, distance_m: float = 500,
                             max_age_s: float = DEFAULT_MAX_AGE_S, max_features: int = 1000,
-                            steps=CURVE_DISTANCES_M) -> dict:
-    """Households within `distance_m` (geodesic, straight line) of a fresh available responder."""
+                            steps=CURVE_DISTANCES_M, mode: str = "straight", minutes: float | None = None,
+                            engine=None) -> dict:
+    """Households within `distance_m` (geodesic, straight line) or, with mode='network', within `minutes` by
+    road (pgRouting, from the nearest fresh available responder) of a responder."""
     area = await resolve_area(conn, caller, code)
-    if not 0 < distance_m <= 50_000:
-        raise InvalidInput("`distance` must be in (0, 50000] metres.", field="distance")
     if max_age_s <= 0:
         raise InvalidInput("`max_age_s` must be positive.", field="max_age_s")
-    ids, households, lon, lat, dist = await response_distances(conn, area, max_age_s)
+    if mode == "network":
+        if minutes is None or not 0 < minutes <= 120:
+            raise InvalidInput("mode=network needs `minutes` in (0, 120].", field="minutes")
+        ids, households, lon, lat, value = await network_times(conn, engine, area, max_age_s)
+        threshold, steps, key = minutes * 60, [m * 60 for m in CURVE_MINUTES], "travel_time_s"
+    else:
+        if not 0 < distance_m <= 50_000:
+            raise InvalidInput("`distance` must be in (0, 50000] metres.", field="distance")
+        ids, households, lon, lat, value = await response_distances(conn, area, max_age_s)
+        threshold, key = distance_m, "nearest_responder_m"
     counts = await conn.fetchrow(RESPONDERS_SQL, area.id, float(max_age_s))
-    covered = dist <= distance_m
+    covered = value <= threshold
     total = float(households.sum())
     uncovered = np.flatnonzero(~covered)
-    uncovered = uncovered[np.lexsort((ids[uncovered], -np.nan_to_num(dist[uncovered], posinf=1e12)))]
+    uncovered = uncovered[np.lexsort((ids[uncovered], -np.nan_to_num(value[uncovered], posinf=1e12)))]
     features = [
         {"type": "Feature", "id": int(ids[i]),
          "geometry": {"type": "Point", "coordinates": [round(float(lon[i]), GEOJSON_DECIMALS),
                                                        round(float(lat[i]), GEOJSON_DECIMALS)]},
          "properties": {"building_id": int(ids[i]), "households": int(households[i]),
-                        "nearest_responder_m": None if np.isinf(dist[i]) else round(float(dist[i]), 1)}}
+                        key: None if np.isinf(value[i]) else round(float(value[i]), 1)}}
         for i in uncovered[:max_features]
     ]
-    finite = dist[np.isfinite(dist)]
+    finite = value[np.isfinite(value)]
+    points = curve(value, households, steps)
+    if mode == "network":
+        points = [{"minutes": p.pop("distance_m") / 60, **p} for p in points]
     return {
         "area": area.as_json(),
-        "mode": "straight",
-        "distance_m": distance_m,
+        "mode": mode,
+        "distance_m": distance_m if mode == "straight" else None,
+        "minutes": minutes if mode == "network" else None,
         "position_max_age_s": max_age_s,
         "buildings": len(ids),
         "households": int(total),
@@ -346,21 +386,22 @@ async def response_coverage(conn, caller: Caller, code: str | None, distance_m: 
         "share_covered": float(households[covered].sum()) / total if total else None,
         "buildings_uncovered": int(len(uncovered)),
         "households_uncovered": int(households[~covered].sum()),
-        "nearest_responder_m": {
+        key: {
             "median": float(np.median(finite)) if len(finite) else None,
             "p90": float(np.percentile(finite, 90)) if len(finite) else None,
             "max": float(finite.max()) if len(finite) else None,
         },
         "responders_in_area": {"available_fresh": counts["fresh"], "available_stale": counts["stale"],
                                "not_available": counts["unavailable"]},
-        "curve": curve(dist, households, steps),
+        "curve": points,
         "uncovered": {"type": "FeatureCollection", "features": features,
                       "truncated": len(uncovered) > max_features},
         "definitions": {
-            "share_covered": "households of buildings within distance_m (geodesic) of an available responder whose "
-                             "position is at most position_max_age_s old / all households of the area's buildings",
+            "share_covered": "households of buildings within distance_m (geodesic; mode=network: within minutes by "
+                             "road, snap legs walked) of an available responder whose position is at most "
+                             "position_max_age_s old / all households of the area's buildings",
             "responders": "every available fresh responder counts, also those just outside the area",
-            "curve": "share_covered for each distance, from the same per-building nearest distances",
+            "curve": "share_covered for each distance (or minute), from the same per-building values",
         },
     }
 
@@ -369,12 +410,14 @@ async def response_coverage(conn, caller: Caller, code: str | None, distance_m: 
 
 def curve_svg(points: list[dict], title: str, marker_m: float | None = None, width: int = 480,
               height: int = 300) -> str:
-    """A small self-contained SVG line chart of share covered against distance."""
+    """A small self-contained SVG line chart of share covered against distance (or minutes by road)."""
     from xml.sax.saxutils import escape
+
+    key, unit = ("minutes", "min") if points and "minutes" in points[0] else ("distance_m", "m")
 
     left, right, top, bottom = 52, 16, 30, 42
     pw, ph = width - left - right, height - top - bottom
-    xs = [p["distance_m"] for p in points] or [0, 1]
+    xs = [p[key] for p in points] or [0, 1]
     x0, x1 = 0, max(xs)
     sx = lambda x: left + (x - x0) / ((x1 - x0) or 1) * pw  # noqa: E731
     sy = lambda s: top + (1 - s) * ph  # noqa: E731
@@ -386,22 +429,22 @@ def curve_svg(points: list[dict], title: str, marker_m: float | None = None, wid
         s = i / 5
         out.append(f'<line x1="{left}" y1="{sy(s):.1f}" x2="{left + pw}" y2="{sy(s):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{sy(s) + 4:.1f}" text-anchor="end">{int(s * 100)}%</text>')
-    step = 500 if x1 > 1000 else 100
+    step = (500 if x1 > 1000 else 100) if unit == "m" else 5
     for x in range(0, int(x1) + 1, step):
         out.append(f'<line x1="{sx(x):.1f}" y1="{top + ph}" x2="{sx(x):.1f}" y2="{top + ph + 4}" stroke="#333"/>')
         out.append(f'<text x="{sx(x):.1f}" y="{top + ph + 16}" text-anchor="middle">{x}</text>')
     out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#333"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#333"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">distance (m)</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{"distance (m)" if unit == "m" else "travel time by road (min)"}</text>')
     out.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" text-anchor="middle">'
                'households covered</text>')
     if marker_m is not None and x0 <= marker_m <= x1:
         out.append(f'<line x1="{sx(marker_m):.1f}" y1="{top}" x2="{sx(marker_m):.1f}" y2="{top + ph}" '
                    'stroke="#d62728" stroke-dasharray="4 3"/>')
-    pts = " ".join(f"{sx(p['distance_m']):.1f},{sy(p['share'] or 0):.1f}" for p in points)
+    pts = " ".join(f"{sx(p[key]):.1f},{sy(p['share'] or 0):.1f}" for p in points)
     out.append(f'<polyline points="{pts}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
     for p in points:
-        out.append(f'<circle cx="{sx(p["distance_m"]):.1f}" cy="{sy(p["share"] or 0):.1f}" r="2.5" fill="#1f77b4">'
-                   f'<title>{p["distance_m"]} m: {100 * (p["share"] or 0):.1f}%</title></circle>')
+        out.append(f'<circle cx="{sx(p[key]):.1f}" cy="{sy(p["share"] or 0):.1f}" r="2.5" fill="#1f77b4">'
+                   f'<title>{p[key]:g} {unit}: {100 * (p["share"] or 0):.1f}%</title></circle>')
     out.append("</svg>")
     return "\n".join(out)

@@ -161,10 +161,10 @@ def test_chart_is_svg(client, admin_headers):
     assert reply.text.startswith("<svg") and "<polyline" in reply.text
 
 
-def test_network_mode_is_reported_as_unavailable(client, admin_headers):
-    reply = client.get("/analysis/response-coverage", params={"area": "110102001", "mode": "network"},
+def test_network_mode_needs_a_road_network(client, admin_headers):
+    reply = client.get("/analysis/response-coverage", params={"area": "110102001", "mode": "network", "minutes": 5},
                        headers=admin_headers)
-    assert reply.status_code == 400 and "mode=straight" in reply.json()["error"]["message"]
+    assert reply.status_code == 400 and "wangge network import" in reply.json()["error"]["message"]
 
 
 # -- stationing ---------------------------------------------------------------------------------------------

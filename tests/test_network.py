@@ -305,3 +305,61 @@ def test_fixtures_load_network_and_grids_at(net_url, net_engine, monkeypatch):
     feature = reply.json()
     assert feature["id"] == "990101001001003"
     assert [a["code"] for a in feature["properties"]["chain"]] == ["990101001001", "990101001", DISTRICT["code"]]
+
+
+def test_network_response_coverage_equals_networkx(net_url, net_engine, graph):
+    """Runs after the --network fixture load above: households within T minutes by road of a responder."""
+    from fastapi.testclient import TestClient
+    from pyproj import Geod
+
+    from api.app import create_app
+    from api.settings import Settings
+    from geo.routing import WALK_MPS
+    from tests.conftest import make_token
+
+    with net_engine.connect() as conn:
+        buildings = conn.execute(text("""
+            SELECT b.households, ST_X(ST_PointOnSurface(b.geom)), ST_Y(ST_PointOnSurface(b.geom))
+            FROM buildings b, areas a WHERE a.code = '990101' AND ST_Covers(a.geom, b.geom)""")).all()
+        responders = conn.execute(text("""
+            SELECT ST_X(position), ST_Y(position) FROM responders
+            WHERE status = 'available' AND position_at > now() - interval '30 minutes'
+              AND position && ST_Expand((SELECT geom FROM areas WHERE code = '990101'), 0.05)""")).all()
+    coords = graph.graph["coords"]
+    vids = np.array(sorted(coords))
+    vx, vy = np.array([coords[v][0] for v in vids]), np.array([coords[v][1] for v in vids])
+    geod = Geod(ellps="WGS84")
+
+    def snap(lon, lat):
+        d = geod.inv(np.full(len(vids), lon), np.full(len(vids), lat), vx, vy)[2]
+        return int(vids[d.argmin()]), float(d.min())
+
+    starts = [snap(x, y) for x, y in responders]
+    best = {}
+    for vertex, leg in starts:  # from each responder, forward along the roads
+        for node, cost in nx.single_source_dijkstra_path_length(graph, vertex, weight="cost").items():
+            best[node] = min(best.get(node, math.inf), cost + leg / WALK_MPS)
+    minutes = 3
+    households = np.array([b[0] for b in buildings], dtype=float)
+    times = []
+    for _, x, y in buildings:
+        vertex, leg = snap(x, y)
+        times.append(best.get(vertex, math.inf) + leg / WALK_MPS if leg <= 2000 else math.inf)
+    expected = households[np.array(times) <= minutes * 60].sum() / households.sum()
+
+    token = make_token(net_engine, "admin", None)
+    with TestClient(create_app(Settings(database_url=net_url, escalation_interval_s=0))) as client:
+        reply = client.get("/analysis/response-coverage", params={"area": "990101", "mode": "network",
+                                                                  "minutes": minutes},
+                           headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["mode"] == "network" and body["buildings"] == len(buildings)
+        assert body["share_covered"] == pytest.approx(expected, abs=1e-9)
+        assert [p["minutes"] for p in body["curve"]][:3] == [1, 2, 3]
+        chart = client.get("/analysis/response-coverage/chart.svg", params={
+            "area": "990101", "mode": "network", "minutes": minutes}, headers={"Authorization": f"Bearer {token}"})
+        assert "travel time by road (min)" in chart.text
+        nowhere = client.get("/analysis/response-coverage", params={"area": "990101", "mode": "network"},
+                             headers={"Authorization": f"Bearer {token}"})
+        assert nowhere.status_code == 400 and "minutes" in nowhere.json()["error"]["message"]

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conn, CurrentCaller, SettingsDep
+from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
 from geo import coverage, hotspots as hotspot_analysis, stationing as stationing_analysis
 
 router = APIRouter(tags=["analysis"])
@@ -40,34 +40,32 @@ async def staffing(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
     return await coverage.staffing(conn, caller, area, target, tolerance, limit)
 
 
-async def _response(conn, caller, settings, area, distance, mode, max_age_s):
-    if mode == "network":
-        from geo.errors import InvalidInput
-
-        raise InvalidInput("mode=network is not available yet: use mode=straight (geodesic metres).", field="mode")
+async def _response(conn, caller, settings, area, distance, mode, max_age_s, minutes=None, engine=None):
     return await coverage.response_coverage(conn, caller, area, distance, _max_age(settings, max_age_s),
-                                            settings.max_features)
+                                            settings.max_features, mode=mode, minutes=minutes, engine=engine)
 
 
 @router.get("/analysis/response-coverage")
 async def response_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
                             distance: Annotated[float, Query(gt=0, le=50_000, description="metres")] = 500,
                             mode: Literal["straight", "network"] = "straight",
-                            max_age_s: MaxAge = None) -> dict:
-    """Share of households within `distance` m of an available, fresh responder; uncovered buildings as
-    GeoJSON; the coverage curve (100..2000 m)."""
-    return await _response(conn, caller, settings, area, distance, mode, max_age_s)
+                            minutes: Annotated[float | None, Query(gt=0, le=120, description="mode=network")] = None,
+                            max_age_s: MaxAge = None, engine: SyncEngine = None) -> dict:
+    """Share of households within `distance` m (or, mode=network, `minutes` by road) of an available, fresh
+    responder; uncovered buildings as GeoJSON; the coverage curve (100..2000 m, or 1..30 min)."""
+    return await _response(conn, caller, settings, area, distance, mode, max_age_s, minutes, engine)
 
 
 @router.get("/analysis/response-coverage/chart.svg", response_class=Response)
 async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
                                   distance: Annotated[float, Query(gt=0, le=50_000)] = 500,
                                   mode: Literal["straight", "network"] = "straight",
-                                  max_age_s: MaxAge = None) -> Response:
+                                  minutes: Annotated[float | None, Query(gt=0, le=120)] = None,
+                                  max_age_s: MaxAge = None, engine: SyncEngine = None) -> Response:
     """The coverage curve as a small SVG line chart."""
-    result = await _response(conn, caller, settings, area, distance, mode, max_age_s)
+    result = await _response(conn, caller, settings, area, distance, mode, max_age_s, minutes, engine)
     title = f"{result['area']['name']}: households within reach of a responder"
-    svg = coverage.curve_svg(result["curve"], title, marker_m=distance)
+    svg = coverage.curve_svg(result["curve"], title, marker_m=minutes if mode == "network" else distance)
     return Response(svg, media_type="image/svg+xml")
 
 
