@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from geo import crs as crs_mod
 from geo.auth import Caller
-from geo.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from geo.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 from geo.sql import Query
 from geo.timelimits import TZ
@@ -324,3 +324,23 @@ async def ping(conn, caller: Caller, responder_id: int, lon: float, lat: float, 
 
 def result_json(result: IngestResult) -> bytes:
     return orjson.dumps(result.__dict__)
+
+
+_HISTORY = Query(text(
+    "SELECT (SELECT count(*) FROM incidents WHERE assignee_id = CAST(:id AS int)) "
+    "+ (SELECT count(*) FROM areas WHERE worker_id = CAST(:id AS int))"))
+_DELETE = Query(text("DELETE FROM responders WHERE id = CAST(:id AS int)"))
+
+
+async def delete(conn, caller: Caller, responder_id: int) -> None:
+    """Remove a responder that never worked a grid or an incident; others keep their history (go off duty)."""
+    caller.require_role(*STAFF)
+    async with conn.transaction():
+        if await _LOCK.fetchrow(conn, id=responder_id, scope=caller.scope) is None:
+            raise NotFound(f"No responder {responder_id} in your area.", field="id")
+        history = await _HISTORY.fetchval(conn, id=responder_id)
+        if history:
+            raise Conflict(f"Responder {responder_id} is linked to {history} incidents or grids; deleting would "
+                           "erase who did what. Set its status to off_duty instead (PATCH /responders/{id}).",
+                           field="id")
+        await _DELETE.fetchval(conn, id=responder_id)

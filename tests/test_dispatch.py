@@ -225,6 +225,11 @@ def test_responder_crud(client, admin_headers, grids):
     assert bad.status_code == 400 and "No active grid" in bad.json()["error"]["message"]
     listed = client.get("/responders", params={"role": "department_crew", "area": grid}, headers=admin_headers).json()
     assert body["id"] in [f["id"] for f in listed["features"]]
+    assert client.delete(f"/responders/{body['id']}", headers=admin_headers).status_code == 204
+    assert client.get(f"/responders/{body['id']}", headers=admin_headers).status_code == 404
+    worker = int(grids["worker_id"].iloc[3])  # works a grid: deleting would erase history
+    refused = client.delete(f"/responders/{worker}", headers=admin_headers)
+    assert refused.status_code == 409 and "off_duty" in refused.json()["error"]["message"]
 
 
 @pytest.fixture(scope="module")

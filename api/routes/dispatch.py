@@ -133,6 +133,13 @@ async def update_responder(responder_id: int, body: ResponderPatch, conn: Conn, 
     return feature(await responders.update(conn, caller, responder_id, values, settings.position_max_age_s))
 
 
+@router.delete("/responders/{responder_id}", status_code=204, tags=["responders"])
+async def delete_responder(responder_id: int, conn: Conn, caller: CurrentCaller) -> Response:
+    """Delete a responder with no history; one that worked grids or incidents must go off duty instead (409)."""
+    await responders.delete(conn, caller, responder_id)
+    return Response(status_code=204)
+
+
 @router.post("/responders/{responder_id}/position", response_class=GeoJSONResponse, tags=["responders"])
 async def post_position(responder_id: int, body: PositionIn, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
