@@ -21,7 +21,7 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _too_large(send, limit)
+            return await _too_large(send, limit, scope["path"])
         received = 0
         rejected = False
 
@@ -32,7 +32,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:  # chunked uploads without Content-Length
                     rejected = True
-                    await _too_large(send, limit)
+                    await _too_large(send, limit, scope["path"])
                     return {"type": "http.disconnect"}
             return message
 
@@ -43,12 +43,11 @@ class BodyLimit:
         await self.app(scope, counting_receive, guarded_send)
 
 
-async def _too_large(send, limit: int) -> None:
-    body = orjson.dumps(error_body(
-        "payload_too_large",
-        f"The request body is larger than {limit:,} bytes. Send less per request "
-        "(bulk files go to POST /incidents/bulk, which takes larger uploads).",
-    ))
+async def _too_large(send, limit: int, path: str) -> None:
+    hint = ("split the file into smaller imports" if path.startswith("/incidents/bulk")
+            else "send less per request; bulk files go to POST /incidents/bulk, which takes larger uploads")
+    body = orjson.dumps(error_body("payload_too_large",
+                                   f"The request body is larger than {limit:,} bytes: {hint}."))
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

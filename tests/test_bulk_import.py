@@ -1,6 +1,5 @@
 """Bulk import: reject report, assignment against shapely, GeoJSON/GeoPackage and CRSs, atomicity, API and CLI."""
 
-import io
 import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
