@@ -10,7 +10,7 @@ import traceback
 from sqlalchemy import text
 
 from api.settings import Settings
-from bench import bulk_import, dispatch, grids_at, incidents_post, load_time, report
+from bench import bulk_import, coverage, dispatch, grids_at, incidents_post, load_time, report
 from bench.context import REPORTS, Bench, bench_url
 from bench.report import Result
 from geo.db import sync_engine
@@ -18,7 +18,8 @@ from geo.db import sync_engine
 # Run in this order; each takes the Bench and returns a Result. demo_load (re)creates and loads the database,
 # so it comes first; later ones expect the demo district. Add new benchmarks to the end of this list.
 BENCHMARKS = [load_time.demo_load, grids_at.grids_at, incidents_post.incidents_post,
-              dispatch.dispatch_nearest, dispatch.dispatch_ingest, bulk_import.bulk_import]
+              dispatch.dispatch_nearest, dispatch.dispatch_ingest, bulk_import.bulk_import,
+              coverage.response_coverage, coverage.hotspots, coverage.network_eta]
 
 
 def server_facts(ctx: Bench) -> dict:
