@@ -250,10 +250,9 @@ CSS = """
 """
 
 JS = """
+<script src="/static/wangge.js"></script>
 <script>
 var WG = CONFIG;
-function wgEsc(s) { return s == null ? '' : String(s).replace(/[&<>"']/g, function (c) {
-  return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]; }); }
 </script>
 """
 
@@ -325,17 +324,10 @@ class _Layers(MacroElement):
             var b = WG.bounds, wide = map.getSize().x >= 900;
             map.fitBounds([[b[1], b[0]], [b[3], b[2]]], {animate: false,
                 paddingTopLeft: wide ? [350, 10] : [10, 10], paddingBottomRight: wide ? [235, 10] : [10, 10]});
-            function panel(position, html) {
-                var C = L.Control.extend({onAdd: function () {
-                    var div = L.DomUtil.create('div', ''); div.innerHTML = html;
-                    L.DomEvent.disableClickPropagation(div); L.DomEvent.disableScrollPropagation(div);
-                    return div.firstElementChild; }});
-                return new C({position: position}).addTo(map);
-            }
-            panel('topleft', WG.head);
-            panel('bottomleft', WG.chart);
+            wgPanel(map, 'topleft', WG.head);
+            wgPanel(map, 'bottomleft', WG.chart);
             L.control.layers({'OpenStreetMap': tiles}, overlays, {collapsed: false, position: 'topright'}).addTo(map);
-            panel('bottomright', WG.legend);
+            wgPanel(map, 'bottomright', WG.legend);
             document.documentElement.setAttribute('data-wg-ready-ms', Math.round(performance.now()));
         })();
         {% endmacro %}

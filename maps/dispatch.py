@@ -159,10 +159,9 @@ path.wg-stale { stroke-dasharray: 2 3; }
 """
 
 JS = """
+<script src="/static/wangge.js"></script>
 <script>
 var WG = CONFIG;
-function wgEsc(s) { return s == null ? '' : String(s).replace(/[&<>"']/g, function (c) {
-  return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]; }); }
 function wgPopup(c) {
   return '<div style="font-size:12px;min-width:200px"><b>' + wgEsc(c.name) + '</b> · ' + wgEsc(c.roleLabel) +
     (c.stale ? ' · <b style="color:#777">定位过期 stale</b>' : '') +
@@ -224,16 +223,9 @@ class _Layers(MacroElement):
             map.fitBounds(bounds.pad(0.15), {animate: false, maxZoom: 17,
                 paddingTopLeft: wide ? [400, 20] : [10, 10], paddingBottomRight: wide ? [230, 20] : [10, 10]});
             if (map.getZoom() > 17) map.setZoom(17);
-            function panel(position, html) {
-                var C = L.Control.extend({onAdd: function () {
-                    var div = L.DomUtil.create('div', ''); div.innerHTML = html;
-                    L.DomEvent.disableClickPropagation(div); L.DomEvent.disableScrollPropagation(div);
-                    return div.firstElementChild; }});
-                return new C({position: position}).addTo(map);
-            }
-            panel('topleft', WG.head);
+            wgPanel(map, 'topleft', WG.head);
             L.control.layers({'OpenStreetMap': tiles}, overlays, {collapsed: false, position: 'topright'}).addTo(map);
-            panel('bottomright', WG.legend);
+            wgPanel(map, 'bottomright', WG.legend);
             document.documentElement.setAttribute('data-wg-ready-ms', Math.round(performance.now()));
         })();
         {% endmacro %}

@@ -289,10 +289,9 @@ CSS = """
 
 # Popups and styles are built in the browser from compact rows, so the page carries data, not markup.
 JS = """
+<script src="/static/wangge.js"></script>
 <script>
 var WG = CONFIG;
-function wgEsc(s) { return s == null ? '' : String(s).replace(/[&<>"']/g, function (c) {
-  return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]; }); }
 function wgDrill(code) { return WG.base + '?area=' + encodeURIComponent(code) + WG.keep; }
 function wgFill(v, cls) {
   if (!v) return WG.zero;
@@ -421,18 +420,8 @@ class _Panels(MacroElement):
             var map = {{ this._parent.get_name() }};
             WG.grids = {{ this.grids }};
             wgHeatScale({{ this.heat }}, map);
-            function panel(position, html) {
-                var C = L.Control.extend({onAdd: function () {
-                    var div = L.DomUtil.create('div', '');
-                    div.innerHTML = html;
-                    L.DomEvent.disableClickPropagation(div);
-                    L.DomEvent.disableScrollPropagation(div);
-                    return div.firstElementChild;
-                }});
-                return new C({position: position}).addTo(map);
-            }
             {% for position, html in this.panels %}
-            panel({{ position|tojson }}, {{ html|tojson }});
+            wgPanel(map, {{ position|tojson }}, {{ html|tojson }});
             {% endfor %}
             var radios = document.querySelectorAll('input[name=wg-mode]');
             for (var i = 0; i < radios.length; i++) radios[i].addEventListener('change', function (e) {
