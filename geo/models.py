@@ -69,7 +69,8 @@ class Area(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id", ondelete="CASCADE"))
     kind: Mapped[str | None] = mapped_column(String(11))
     households: Mapped[int] = mapped_column(Integer, server_default="0")
-    worker_id: Mapped[int | None] = mapped_column(ForeignKey("responders.id", use_alter=True, ondelete="SET NULL"))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("responders.id", use_alter=True, ondelete="SET NULL"),
+                                                 index=True)  # deleting a responder checks this key
     is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
     geom = mapped_column(Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False)
     created_at: Mapped[datetime] = _now()
