@@ -13,7 +13,7 @@ db: deps
 
 ## Set everything up, load the demo district and serve http://127.0.0.1:8000
 demo: db
-	@$(WANGGE) fixtures load
+	@$(WANGGE) fixtures load --network
 	@echo "Token for the demo admin (also in .wangge/demo-token):"
 	@$(WANGGE) users demo-token
 	@echo "Map: http://127.0.0.1:8000/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
