@@ -9,7 +9,8 @@ import asyncpg
 
 from api import errors
 from api.limits import BodyLimit
-from api.routes import analysis, areas, coverage, bulk, dispatch, health, incidents, maps, open311
+from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incidents, jobs, maps, open311, plan_checks,
+                        plan_edits, plan_files, plans)
 from api.settings import PROJECT_ROOT, Settings
 from geo import escalation
 
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes),
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000)})  # 10,000 pings
-    for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311):
+    for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
+                   plan_checks, plan_files, jobs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app

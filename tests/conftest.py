@@ -24,6 +24,25 @@ def _server_url(settings: Settings) -> str:
 @pytest.fixture(scope="session")
 def database_url():
     """URL (psycopg driver) of a fresh, migrated database that is dropped after the session."""
+    yield from _throwaway_database()
+
+
+@pytest.fixture(scope="module")
+def scratch_url():
+    """Another fresh database, with the small demo (2 streets) loaded, for tests that change the active
+    version (publishing) and must not disturb the shared demo."""
+    for url in _throwaway_database():
+        from fixtures import synth
+        from fixtures.load import load
+        from geo.db import sync_engine
+
+        engine = sync_engine(url)
+        load(engine, lambda: synth.build(streets=2))
+        engine.dispose()
+        yield url
+
+
+def _throwaway_database():
     settings = Settings()
     try:
         base = make_url(_server_url(settings))

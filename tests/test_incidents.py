@@ -142,7 +142,8 @@ def _incident_in(engine, status: str) -> int:
                    CASE WHEN CAST(:s AS text) = 'unassigned' THEN NULL ELSE code END,
                    CASE WHEN CAST(:s AS text) = 'unassigned' THEN NULL ELSE version_id END, worker_id, 'SZSR',
                    ST_PointOnSurface(geom)
-            FROM areas WHERE level = 'grid' ORDER BY code LIMIT 1 RETURNING id"""), {"s": status}).scalar()
+            FROM areas WHERE level = 'grid' AND version_id = (SELECT id FROM grid_versions WHERE status = 'active')
+            ORDER BY code LIMIT 1 RETURNING id"""), {"s": status}).scalar()
 
 
 def test_every_legal_and_illegal_transition(client, admin_headers, engine):

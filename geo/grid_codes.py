@@ -1,0 +1,41 @@
+"""Grid codes: community code + 3-digit sequence, numbered west to east and north to south."""
+
+import numpy as np
+import shapely
+
+MAX_SEQUENCE = 999
+
+
+def reading_order(geoms) -> np.ndarray:
+    """Indices of `geoms` north to south in rows of similar northing, then west to east."""
+    geoms = list(geoms)
+    if not geoms:
+        return np.array([], int)
+    pts = shapely.centroid(geoms)
+    x, y = shapely.get_x(pts), shapely.get_y(pts)
+    tol = 0.5 * np.sqrt(np.median([g.area for g in geoms]))
+    row, rows, top = np.empty(len(geoms), int), 0, None
+    for i in np.argsort(-y, kind="stable"):
+        if top is not None and top - y[i] > tol:
+            rows += 1
+            top = None
+        top = y[i] if top is None else top
+        row[i] = rows
+    return np.lexsort((x, row))
+
+
+def new_codes(community_code: str, used: set[str], geoms) -> list[str]:
+    """Codes for new grids of a community, in reading order, taking the lowest sequences not in `used`.
+
+    Surviving grids keep their codes, so new ones fill the free numbers (a retired code is never reused
+    inside the same version because `used` holds every code the plan still has)."""
+    free = (f"{community_code}{n:03d}" for n in range(1, MAX_SEQUENCE + 1) if f"{community_code}{n:03d}" not in used)
+    codes = [""] * len(geoms)
+    for i in reading_order(geoms):
+        code = next(free, None)
+        if code is None:
+            from geo.errors import InvalidInput
+
+            raise InvalidInput(f"Community {community_code} has no free grid numbers left (at most {MAX_SEQUENCE}).")
+        codes[i] = code
+    return codes

@@ -1,0 +1,140 @@
+"""Plans: grid versions in the draft state — create, read, discard, and the revision every edit must carry."""
+
+import geopandas as gpd
+from sqlalchemy import Connection, text
+
+from geo.auth import Caller
+from geo.errors import Conflict, NotFound
+
+WRITE_ROLES = ("planner",)  # admins may do anything
+READ_ROLES = ("planner", "supervisor")
+
+_SUMMARY = """
+    SELECT v.id, v.name, v.status, v.revision, v.based_on_id, v.note, v.created_by,
+           v.created_at, v.activated_at, v.retired_at,
+           count(a.id) AS grids, coalesce(sum(a.households), 0) AS households,
+           count(a.id) FILTER (WHERE a.worker_id IS NULL) AS grids_without_worker
+    FROM grid_versions v LEFT JOIN areas a ON a.version_id = v.id AND a.level = 'grid'
+    {where}
+    GROUP BY v.id ORDER BY v.id DESC
+"""
+
+
+def _summary(row) -> dict:
+    out = dict(row._mapping)
+    for key in ("created_at", "activated_at", "retired_at"):
+        out[key] = out[key].isoformat() if out[key] else None
+    out["households"] = int(out["households"])
+    return out
+
+
+def create(conn: Connection, caller: Caller, name: str, note: str | None = None,
+           based_on: int | None = None) -> dict:
+    """A new draft: a copy of `based_on` (default: the active version), grids, kinds, workers and all."""
+    caller.require_role(*WRITE_ROLES)
+    source = based_on or conn.execute(text("SELECT id FROM grid_versions WHERE status = 'active'")).scalar()
+    if source is None:
+        raise NotFound("There is no active grid version to copy; load one first (wangge fixtures load).")
+    if based_on and conn.execute(text("SELECT 1 FROM grid_versions WHERE id = :id"), {"id": based_on}).first() is None:
+        raise NotFound(f"No grid version {based_on} to base the plan on.", field="based_on")
+    plan_id = conn.execute(text(
+        "INSERT INTO grid_versions (name, status, based_on_id, created_by, note) "
+        "VALUES (:name, 'draft', :source, :user, :note) RETURNING id"),
+        {"name": name, "source": source, "user": caller.id, "note": note}).scalar_one()
+    conn.execute(text("""
+        INSERT INTO areas (code, level, name, parent_id, version_id, kind, households, worker_id, is_synthetic, geom)
+        SELECT code, level, name, parent_id, :plan, kind, households, worker_id, is_synthetic, geom
+        FROM areas WHERE version_id = :source"""), {"plan": plan_id, "source": source})
+    audit(conn, caller, "plan.create", plan_id, {"based_on": source, "name": name})
+    return get(conn, caller, plan_id)
+
+
+def list_(conn: Connection, caller: Caller) -> list[dict]:
+    """Every grid version, newest first, with its grid and household counts."""
+    caller.require_role(*READ_ROLES)
+    return [_summary(row) for row in conn.execute(text(_SUMMARY.format(where="")))]
+
+
+def get(conn: Connection, caller: Caller, plan_id: int) -> dict:
+    caller.require_role(*READ_ROLES)
+    row = conn.execute(text(_SUMMARY.format(where="WHERE v.id = :id")), {"id": plan_id}).first()
+    if row is None:
+        raise NotFound(f"No plan {plan_id}; list plans with GET /plans.", field="plan_id")
+    return _summary(row)
+
+
+def discard(conn: Connection, caller: Caller, plan_id: int) -> None:
+    """Delete a draft and its grids; active and retired versions are history and stay."""
+    caller.require_role(*WRITE_ROLES)
+    draft(conn, plan_id)
+    conn.execute(text("UPDATE jobs SET status = 'cancelled' WHERE status IN ('queued', 'running') "
+                      "AND (params->>'plan_id')::int = :id"), {"id": plan_id})
+    conn.execute(text("DELETE FROM grid_versions WHERE id = :id"), {"id": plan_id})
+    audit(conn, caller, "plan.discard", plan_id, {})
+
+
+def draft(conn: Connection, plan_id: int, lock: bool = False):
+    """The plan's row, which must be a draft; `lock` holds it for this transaction."""
+    row = conn.execute(text("SELECT id, status, revision, based_on_id FROM grid_versions WHERE id = :id"
+                            + (" FOR UPDATE" if lock else "")), {"id": plan_id}).first()
+    if row is None:
+        raise NotFound(f"No plan {plan_id}; list plans with GET /plans.", field="plan_id")
+    if row.status != "draft":
+        raise Conflict(f"Plan {plan_id} is {row.status}, not a draft: only drafts can change. "
+                       "Start a new plan with POST /plans.", field="plan_id")
+    return row
+
+
+def bump(conn: Connection, plan_id: int, revision: int) -> int:
+    """Check that an edit was based on the plan's current revision, then advance it (locks the plan row).
+
+    Call this first in the edit's transaction: concurrent edits queue on the row lock, and the loser
+    of a race sees the new revision and gets 409 — no edit is lost."""
+    row = draft(conn, plan_id, lock=True)
+    if row.revision != revision:
+        raise Conflict(f"Plan {plan_id} is at revision {row.revision}, but this edit was based on revision "
+                       f"{revision}. Reload the plan and apply the edit again.", field="revision")
+    return conn.execute(text("UPDATE grid_versions SET revision = revision + 1 WHERE id = :id RETURNING revision"),
+                        {"id": plan_id}).scalar_one()
+
+
+def recount(conn: Connection, plan_id: int, codes: list[str] | None = None) -> None:
+    """Households per grid from the buildings (all grids, or just `codes`): each building counts once, in the
+    lowest-coded grid covering its point-on-surface (the loader's rule)."""
+    conn.execute(text("""
+        WITH target AS (SELECT id, geom FROM areas
+                        WHERE version_id = :v AND level = 'grid' AND (CAST(:codes AS text[]) IS NULL
+                                                                       OR code = ANY(CAST(:codes AS text[])))),
+        candidate AS (SELECT DISTINCT b.id, b.households, ST_PointOnSurface(b.geom) AS p
+                      FROM buildings b JOIN target t ON ST_Intersects(t.geom, b.geom)),
+        owner AS (SELECT grid.id, sum(c.households) AS households
+                  FROM candidate c
+                  CROSS JOIN LATERAL (SELECT a.id FROM areas a
+                                      WHERE a.version_id = :v AND a.level = 'grid' AND ST_Covers(a.geom, c.p)
+                                      ORDER BY a.code LIMIT 1) grid
+                  GROUP BY grid.id)
+        UPDATE areas g SET households = coalesce(o.households, 0), updated_at = now()
+        FROM target t LEFT JOIN owner o ON o.id = t.id
+        WHERE g.id = t.id AND g.households IS DISTINCT FROM coalesce(o.households, 0)"""),
+        {"v": plan_id, "codes": codes})
+
+
+def grids(conn: Connection, plan_id: int) -> gpd.GeoDataFrame:
+    """The plan's grids with their community code, households, kind and worker, as a GeoDataFrame."""
+    return gpd.read_postgis(text("""
+        SELECT a.id, a.code, a.name, left(a.code, 12) AS community_code, a.kind, a.households, a.worker_id, a.geom
+        FROM areas a WHERE a.version_id = :v AND a.level = 'grid' ORDER BY a.code"""),
+        conn, geom_col="geom", params={"v": plan_id})
+
+
+def audit(conn: Connection, caller: Caller, action: str, plan_id: int, detail: dict) -> None:
+    conn.execute(text("INSERT INTO audit_log (actor_id, action, target, detail) "
+                      "VALUES (:actor, :action, :target, CAST(:detail AS jsonb))"),
+                 {"actor": caller.id, "action": action, "target": f"grid_version:{plan_id}",
+                  "detail": _json(detail)})
+
+
+def _json(value) -> str:
+    import orjson
+
+    return orjson.dumps(value, default=str).decode()
