@@ -39,3 +39,34 @@ def new_codes(community_code: str, used: set[str], geoms) -> list[str]:
             raise InvalidInput(f"Community {community_code} has no free grid numbers left (at most {MAX_SEQUENCE}).")
         codes[i] = code
     return codes
+
+
+def match_codes(community_code: str, old, new_geoms, taken: set[str], same_place: float = 0.5) -> list[str]:
+    """Codes for a community's redrawn grids: a new grid on the same place as an old one keeps its code.
+
+    `old` is a GeoDataFrame (code, geometry) of the grids being replaced; "same place" means an
+    intersection-over-union of at least `same_place`, matched greedily from the best pair. The rest get
+    fresh numbers by the reading-order rule, skipping `taken` (every code the community has ever had)."""
+    new_geoms = list(new_geoms)
+    codes: list[str | None] = [None] * len(new_geoms)
+    pairs = []
+    if len(old) and new_geoms:
+        old_geoms = list(old.geometry)
+        for i, geom in enumerate(new_geoms):
+            for j in range(len(old_geoms)):
+                if not geom.intersects(old_geoms[j]):
+                    continue
+                inter = geom.intersection(old_geoms[j]).area
+                union = geom.area + old_geoms[j].area - inter
+                if union > 0 and inter / union >= same_place:
+                    pairs.append((inter / union, i, j))
+    used_old = set()
+    for _, i, j in sorted(pairs, reverse=True):
+        if codes[i] is None and j not in used_old:
+            codes[i] = old["code"].iloc[j]
+            used_old.add(j)
+    rest = [i for i, c in enumerate(codes) if c is None]
+    fresh = new_codes(community_code, set(taken) | {c for c in codes if c}, [new_geoms[i] for i in rest])
+    for i, code in zip(rest, fresh):
+        codes[i] = code
+    return codes

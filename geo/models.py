@@ -84,7 +84,9 @@ class Area(Base):
         CheckConstraint("(level = 'grid') = (version_id IS NOT NULL)", name="areas_only_grids_versioned"),
         CheckConstraint(f"kind IS NULL OR (level = 'grid' AND {_in('kind', GRID_KINDS)})", name="areas_kind"),
         CheckConstraint("households >= 0", name="areas_households"),
-        CheckConstraint("ST_IsValid(geom) AND NOT ST_IsEmpty(geom)", name="areas_geom_valid"),
+        # Drafts may hold invalid grids for validation to report; publishing refuses them.
+        CheckConstraint("NOT ST_IsEmpty(geom) AND (version_id IS NOT NULL OR ST_IsValid(geom))",
+                        name="areas_geom_valid"),
         Index("areas_code_stable", "code", unique=True, postgresql_where=text("version_id IS NULL")),
         Index("areas_code_per_version", "version_id", "code", unique=True, postgresql_where=text("version_id IS NOT NULL")),
         Index("areas_geom_gist", "geom", postgresql_using="gist"),
@@ -286,8 +288,10 @@ class Job(Base):
     params = mapped_column(JSONB)
     result = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)  # what the job is doing now
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
         CheckConstraint(_in("status", ("queued", "running", "done", "failed", "cancelled")), name="jobs_status"),

@@ -1,6 +1,8 @@
 """Plans: grid versions in the draft state — create, read, discard, and the revision every edit must carry."""
 
 import geopandas as gpd
+import pandas as pd
+import shapely
 from sqlalchemy import Connection, text
 
 from geo.auth import Caller
@@ -138,3 +140,56 @@ def _json(value) -> str:
     import orjson
 
     return orjson.dumps(value, default=str).decode()
+
+
+def taken_codes(conn: Connection, community_code: str) -> set[str]:
+    """Every grid code the community has had in any version: a retired code never names a new place."""
+    return set(conn.execute(text("SELECT DISTINCT code FROM areas WHERE level = 'grid' AND left(code, 12) = :c"),
+                            {"c": community_code}).scalars())
+
+
+def replace_community_grids(conn: Connection, plan_id: int, community_code: str, new: gpd.GeoDataFrame) -> list[str]:
+    """Replace the grids of one community in a draft with `new` (EPSG:4326 geometry; optional columns code,
+    name, kind, worker_id). Missing codes come from grid_codes.match_codes, so the same place keeps its code;
+    households are recounted. Returns the new codes in order."""
+    from geo import grid_codes
+
+    community = conn.execute(text("SELECT id, name FROM areas WHERE code = :c AND level = 'community' "
+                                  "AND version_id IS NULL"), {"c": community_code}).first()
+    if community is None:
+        raise NotFound(f"No community {community_code}.", field="community")
+    old = gpd.read_postgis(text("SELECT code, worker_id, kind, geom FROM areas WHERE version_id = :v "
+                                "AND level = 'grid' AND left(code, 12) = :c ORDER BY code"),
+                           conn, geom_col="geom", params={"v": plan_id, "c": community_code})
+    new = new.reset_index(drop=True)
+    codes = list(new["code"]) if "code" in new else [None] * len(new)
+    missing = [i for i, c in enumerate(codes) if not c]
+    if missing:
+        given = {c for c in codes if c}
+        matched = grid_codes.match_codes(community_code, old[~old["code"].isin(given)],
+                                         new.geometry.iloc[missing], taken_codes(conn, community_code) | given)
+        for i, code in zip(missing, matched):
+            codes[i] = code
+    kept = old.set_index("code")
+    rows = []
+    for i, code in enumerate(codes):
+        def value(column, default=None):
+            given = new[column].iloc[i] if column in new else None
+            if given is not None and not pd.isna(given):
+                return given
+            return kept.at[code, column] if code in kept.index and column in kept else default
+
+        worker = value("worker_id")
+        rows.append({"code": code, "name": value("name", f"{community.name}第{int(code[-3:])}网格"),
+                     "kind": value("kind", "residential"), "worker_id": None if pd.isna(worker) else int(worker),
+                     "wkb": shapely.to_wkb(shapely.force_2d(new.geometry.iloc[i]), hex=True)})
+    conn.execute(text("DELETE FROM areas WHERE version_id = :v AND level = 'grid' AND left(code, 12) = :c"),
+                 {"v": plan_id, "c": community_code})
+    if rows:
+        conn.execute(text("""
+            INSERT INTO areas (code, level, name, parent_id, version_id, kind, worker_id, is_synthetic, geom)
+            VALUES (:code, 'grid', :name, :parent, :v, :kind, :worker_id, false,
+                    ST_Multi(ST_SetSRID(ST_GeomFromWKB(decode(:wkb, 'hex')), 4326)))"""),
+            [{**row, "parent": community.id, "v": plan_id} for row in rows])
+        recount(conn, plan_id, codes)
+    return codes
