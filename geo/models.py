@@ -221,9 +221,9 @@ class Incident(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)  # deleting draft grids checks it
     grid_code: Mapped[str | None] = mapped_column(String(15))
-    grid_version_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id"))
+    grid_version_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id"), index=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("responders.id", ondelete="SET NULL"))
     department_code: Mapped[str | None] = mapped_column(ForeignKey("departments.code"))
     # Outside every grid: kept, with the nearest grid as a suggestion.
