@@ -17,11 +17,13 @@ fixtures_app = typer.Typer(help="Demo and test data.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API tokens.", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents: escalation and bulk work.", no_args_is_help=True)
 network_app = typer.Typer(help="Road networks (OSM extracts) for travel times by road.", no_args_is_help=True)
+plans_app = typer.Typer(help="Grid plans (draft versions): import and export grid files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(users_app, name="users")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(network_app, name="network")
+app.add_typer(plans_app, name="plans")
 console = Console()
 
 DEMO_USER = "demo-admin"
@@ -256,6 +258,78 @@ def incidents_import(
             console.print(f"  line {row['line']}: {row['reason']}", highlight=False)
         if result.rejected_count > 10:
             console.print(f"  … {result.rejected_count - 10:,} more; write them all with --report FILE")
+
+
+def _operator():
+    """Who the command line acts as: the operator of the database, with an admin's reach."""
+    from geo.auth import Caller
+
+    return Caller(None, "cli", "admin", None)
+
+
+@plans_app.command("import")
+def plans_import(
+    plan_id: Annotated[int, typer.Argument(help="The draft plan to import into (see GET /plans).")],
+    file: Annotated[Path, typer.Argument(help="GeoPackage, zipped Shapefile (.zip), GeoJSON or GeoParquet: one "
+                                              "polygon per grid, optional code, name, kind, worker_id.",
+                                         exists=True, dir_okay=False)],
+    crs: Annotated[str | None, typer.Option(help="EPSG:4326, EPSG:4490, GCJ-02 or BD-09: the CRS of a file that has "
+                                                 "none; GCJ-02/BD-09 win over the file's own.")] = None,
+    format: Annotated[str | None, typer.Option(help="gpkg, shp, geojson or parquet (default: from the file).")] = None,
+    revision: Annotated[int | None, typer.Option(help="Refuse if the plan has moved past this revision "
+                                                      "(default: its current one).")] = None,
+) -> None:
+    """Replace the grids of every community the file touches, all or nothing; every bad feature is listed."""
+    from geo import plan_files, plans
+    from geo.errors import DomainError
+
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"reading {file.name}")
+        try:
+            upload = plan_files.read(file, format, file.name, crs)
+            bar.update(task, description=f"checking and importing {len(upload.frame):,} features")
+            with _engine().begin() as conn:
+                current = plans.draft(conn, plan_id).revision if revision is None else revision
+                report = plan_files.import_grids(conn, _operator(), plan_id, current, upload)
+        except plan_files.BadFeatures as exc:
+            bar.stop()
+            console.print(f"[red]error:[/red] {len(exc.features):,} of {len(upload.frame):,} features cannot be "
+                          "imported, so nothing was imported:", highlight=False)
+            for feature in exc.features:
+                console.print(f"  {feature['id']}: {feature['reason']}", highlight=False)
+            raise typer.Exit(1)
+        except DomainError as exc:
+            bar.stop()
+            _fail(exc.message)
+    console.print(f"plan {plan_id} revision {report['revision']}: imported {report['imported']:,} grids into "
+                  f"{len(report['communities']):,} communities (replacing {report['replaced']:,}) from "
+                  f"{report['format']} in {report['crs']}, {time.perf_counter() - started:.1f} s", highlight=False)
+
+
+@plans_app.command("export")
+def plans_export(
+    plan_id: Annotated[int, typer.Argument(help="Any version: a draft, the active one or a retired one.")],
+    file: Annotated[Path, typer.Argument(help="Where to write (.gpkg, .geojson, .zip for a Shapefile, .parquet).",
+                                         dir_okay=False)],
+    format: Annotated[str | None, typer.Option(help="gpkg, geojson, shp or parquet (default: from FILE).")] = None,
+) -> None:
+    """Write a version's grids (EPSG:4326) with codes, name, kind, households and worker."""
+    from geo import plan_files
+    from geo.errors import DomainError
+
+    try:
+        format = format or plan_files.format_of(file.name)
+        if format is None:
+            _fail(f"Cannot tell the format from {file.name!r}: end it with .gpkg, .geojson, .zip or .parquet, "
+                  "or give --format.")
+        with _engine().connect() as conn:
+            out = plan_files.export(conn, _operator(), plan_id, format)
+    except DomainError as exc:
+        _fail(exc.message)
+    file.write_bytes(out.content)
+    console.print(f"{file}: {out.grids:,} grids of plan {plan_id} ({out.media_type}, {len(out.content):,} bytes)",
+                  highlight=False)
 
 
 @app.command()

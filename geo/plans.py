@@ -158,7 +158,7 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
                                   "AND version_id IS NULL"), {"c": community_code}).first()
     if community is None:
         raise NotFound(f"No community {community_code}.", field="community")
-    old = gpd.read_postgis(text("SELECT code, worker_id, kind, geom FROM areas WHERE version_id = :v "
+    old = gpd.read_postgis(text("SELECT code, name, worker_id, kind, geom FROM areas WHERE version_id = :v "
                                 "AND level = 'grid' AND left(code, 12) = :c ORDER BY code"),
                            conn, geom_col="geom", params={"v": plan_id, "c": community_code})
     new = new.reset_index(drop=True)
