@@ -10,7 +10,7 @@ import asyncpg
 from api import errors
 from api.limits import BodyLimit
 from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incidents, jobs, maps, open311, plan_checks,
-                        plan_edits, plan_files, plans)
+                        plan_edits, plan_files, plan_publish, plans)
 from api.settings import PROJECT_ROOT, Settings
 from geo import escalation
 
@@ -45,9 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=64_000)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes),
-                               "/responders/positions": max(settings.max_body_bytes, 4_000_000)})  # 10,000 pings
+                               "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
+                               "/plans": settings.bulk_max_bytes})  # plan files: POST /plans, /plans/{id}/import
     for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
-                   plan_checks, plan_files, jobs):
+                   plan_checks, plan_files, plan_publish, jobs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app

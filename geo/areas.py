@@ -1,6 +1,6 @@
 """Areas of the hierarchy and point → grid lookup, answered as GeoJSON built inside PostGIS."""
 
-from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select
+from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, text
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
 
@@ -159,4 +159,29 @@ async def subtree(conn, caller: Caller, code: str, version: int | None = None) -
     rows = await SUBTREE.fetch(conn, code=code, scope=caller.scope, version=version)
     if not rows:
         raise NotFound(f"No area with code {code!r}.", field="area")
+    return rows
+
+
+# Published boundaries of one grid code: the active version and every retired one, newest first.
+_HISTORY = Query(text("""
+SELECT json_build_object(
+    'type', 'Feature', 'id', v.id, 'geometry', ST_AsGeoJSON(a.geom, 7)::json,
+    'properties', json_build_object(
+        'code', a.code, 'name', a.name, 'version_id', v.id, 'version_name', v.name, 'status', v.status,
+        'activated_at', v.activated_at, 'retired_at', v.retired_at, 'households', a.households, 'kind', a.kind,
+        'worker_id', a.worker_id, 'worker_name', w.name, 'area_m2', round(ST_Area(geography(a.geom))::numeric, 1))
+)::text
+FROM areas a JOIN grid_versions v ON v.id = a.version_id LEFT JOIN responders w ON w.id = a.worker_id
+WHERE a.level = 'grid' AND a.code = CAST(:code AS text) AND v.status IN ('active', 'retired')
+  AND starts_with(a.code, CAST(:scope AS text))
+ORDER BY v.activated_at DESC NULLS LAST, v.id DESC"""))
+
+
+async def history(conn, caller: Caller, code: str) -> list[str]:
+    """A grid code's boundaries in every published version (active, then retired ones), as Feature JSON texts."""
+    _check_scope(caller, code)
+    rows = [row[0] for row in await _HISTORY.fetch(conn, code=code, scope=caller.scope)]
+    if not rows:
+        raise NotFound(f"Grid {code} has never been published: no active or retired grid version has that code.",
+                       field="code")
     return rows

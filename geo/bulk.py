@@ -591,6 +591,9 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
             started) -> ImportReport:
     batch_id = uuid.uuid4().hex
     now = pd.Timestamp(datetime.now(TZ))
+    # Before reading the active version: a publish (which locks incidents first) either finishes before this
+    # import reads it, or waits for the import to commit (geo/publish.py).
+    conn.execute(text("LOCK TABLE incidents IN ROW EXCLUSIVE MODE"))
     version = active_version(conn)
     categories = _categories(conn)
     create_stage(conn)

@@ -19,6 +19,9 @@ CDN_SWAPS = {
         f"{STATIC}/leaflet.markercluster/MarkerCluster.Default.css",
     "https://cdn.jsdelivr.net/gh/python-visualization/folium@main/folium/templates/leaflet_heat.min.js":
         f"{STATIC}/leaflet.heat/leaflet-heat.js",
+    # folium's Draw asks for 1.0.2; the vendored 1.0.4 has the same API (bug fixes only)
+    f"{_CDNJS}/leaflet.draw/1.0.2/leaflet.draw.js": f"{STATIC}/leaflet.draw/leaflet.draw.js",
+    f"{_CDNJS}/leaflet.draw/1.0.2/leaflet.draw.css": f"{STATIC}/leaflet.draw/leaflet.draw.css",
 }
 
 

@@ -35,6 +35,15 @@ async def get_children(request: Request, code: Code, conn: Conn, caller: Current
     return feature_collection(request, features, next_params)
 
 
+@router.get("/areas/{code}/history", response_class=GeoJSONResponse)
+async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
+                      code: Annotated[str, Path(pattern=r"^[0-9]{15}$", description="15-digit grid code")]
+                      ) -> GeoJSONResponse:
+    """A grid's boundaries in every published version, newest first (feature id = version id), with the version's
+    status and dates, households, kind, worker and area in m²."""
+    return feature_collection(request, await areas.history(conn, caller, code), None)
+
+
 @router.get("/grids/at", response_class=GeoJSONResponse)
 async def grid_at(conn: Conn, caller: CurrentCaller,
                   lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],

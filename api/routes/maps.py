@@ -3,11 +3,11 @@
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conn, CurrentCaller, SettingsDep
+from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
 from geo import areas, incident_map
 from maps import grids, incidents, offline
 
@@ -103,3 +103,24 @@ async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, sett
         return offline.render(coverage_page.build(data, request.query_params.get("access_token")))
 
     return HTMLResponse(await run_in_threadpool(render))
+
+
+# -- the planner map (maps.plans) ----------------------------------------------------------------------------
+
+@router.get("/plans/{plan_id}", response_class=HTMLResponse)
+def plan_map(request: Request, plan_id: Annotated[int, Path(ge=1, description="Plan (grid version) id")],
+             caller: CurrentCaller, engine: SyncEngine,
+             area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,2}$", description=(
+                 "district, street or community to show (default: the whole plan if small, else its first "
+                 "community)"))] = None,
+             target: Annotated[int, Query(ge=1, le=100_000, description="households per grid")] = 300,
+             tolerance: Annotated[float, Query(gt=0, lt=1, description="allowed deviation from target")] = 0.15,
+             ) -> HTMLResponse:
+    """A plan's grids by deviation from the household target, its validation findings, the diff against the
+    active version and the area's buildings; draw a line to split a grid or a polygon to redraw one. The page
+    fetches grids, findings and diff from the plan APIs with the caller's token and redraws after each edit."""
+    from maps import plans as plan_page
+
+    with engine.connect() as conn:
+        data = plan_page.gather(conn, caller, plan_id, area, target, tolerance)
+    return HTMLResponse(offline.render(plan_page.build(data, request.query_params.get("access_token"))))
