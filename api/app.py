@@ -13,6 +13,7 @@ from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incid
                         plan_edits, plan_files, plan_publish, plans)
 from api.settings import PROJECT_ROOT, Settings
 from geo import escalation
+from geo import jobs as job_runner
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,7 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.token_cache = {}
         escalator = escalation.start(settings.escalation_interval_s, settings.sync_url(), settings.escalation_steps_h)
+        app.state.jobs = await job_runner.start(settings.sync_url())  # fails jobs a stopped service left running
         yield
+        await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await app.state.pool.close()
         if getattr(app.state, "sync_engine", None) is not None:

@@ -47,6 +47,7 @@ def create(conn: Connection, caller: Caller, name: str, note: str | None = None,
         INSERT INTO areas (code, level, name, parent_id, version_id, kind, households, worker_id, is_synthetic, geom)
         SELECT code, level, name, parent_id, :plan, kind, households, worker_id, is_synthetic, geom
         FROM areas WHERE version_id = :source"""), {"plan": plan_id, "source": source})
+    conn.execute(text("ANALYZE areas"))  # 1,500+ fresh rows: without statistics the planner scans per point
     audit(conn, caller, "plan.create", plan_id, {"based_on": source, "name": name})
     return get(conn, caller, plan_id)
 
@@ -183,6 +184,8 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
         rows.append({"code": code, "name": value("name", f"{community.name}第{int(code[-3:])}网格"),
                      "kind": value("kind", "residential"), "worker_id": None if pd.isna(worker) else int(worker),
                      "wkb": shapely.to_wkb(shapely.force_2d(new.geometry.iloc[i]), hex=True)})
+    if "worker_id" not in new:
+        _hand_over_workers(rows, new.geometry, old)
     conn.execute(text("DELETE FROM areas WHERE version_id = :v AND level = 'grid' AND left(code, 12) = :c"),
                  {"v": plan_id, "c": community_code})
     if rows:
@@ -193,3 +196,20 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
             [{**row, "parent": community.id, "v": plan_id} for row in rows])
         recount(conn, plan_id, codes)
     return codes
+
+
+def _hand_over_workers(rows: list[dict], geoms, old: gpd.GeoDataFrame) -> None:
+    """Workers of replaced grids whose codes did not survive go to the new grids without a worker, largest shared
+    area first, so a redraw does not leave people without a grid (and grids without a worker) needlessly."""
+    used = {row["worker_id"] for row in rows if row["worker_id"] is not None}
+    free = old[old["worker_id"].notna() & ~old["worker_id"].isin(list(used))]
+    orphans = [k for k, row in enumerate(rows) if row["worker_id"] is None]
+    pairs = []
+    for geom, worker in zip(shapely.make_valid(free.geometry.values), free["worker_id"]):
+        for k in orphans:
+            if geoms.iloc[k].intersects(geom):
+                pairs.append((geoms.iloc[k].intersection(geom).area, k, int(worker)))
+    for _, k, worker in sorted(pairs, reverse=True):
+        if rows[k]["worker_id"] is None and worker not in used:
+            rows[k]["worker_id"] = worker
+            used.add(worker)
