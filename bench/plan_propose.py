@@ -11,9 +11,9 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from bench.context import Bench
 from bench.coverage import _client, _ensure_network, _fmt, _remove_network
+from bench.plan_validation import draft
 from bench.report import Result, Row
 from geo import propose
-from geo.db import migrate
 
 COMMUNITY = "110102003004"
 DISTRICT = "110102"
@@ -24,20 +24,10 @@ DISTRICT_TARGET_S = 300.0
 
 
 def plan_propose(ctx: Bench) -> Result:
-    migrate(ctx.engine.url.render_as_string(hide_password=False))  # drafts and jobs need the plans migration
     loaded = _ensure_network(ctx)
     try:
-        with _client(ctx) as client:
-            created = client.post("/plans", json={"name": "bench: propose"})
-            if created.status_code != 201:
-                raise RuntimeError(f"POST /plans: {created.status_code} {created.text[:300]}")
-            plan_id = created.json()["id"]
-            try:
-                return _measure(ctx, client, plan_id)
-            finally:
-                t0 = time.perf_counter()
-                client.delete(f"/plans/{plan_id}")
-                ctx.facts["DELETE /plans/{id} of the bench draft"] = f"{time.perf_counter() - t0:.1f} s"
+        with _client(ctx) as client, draft(ctx, client, "bench: propose") as plan_id:
+            return _measure(ctx, client, plan_id)
     finally:
         if loaded:
             _remove_network(ctx)

@@ -2,6 +2,7 @@
 active version against geo.plan_validation's statement alone, on the same database in the same run."""
 
 import time
+from contextlib import contextmanager
 
 import psycopg
 from sqlalchemy import text
@@ -17,16 +18,25 @@ TARGET_S = 2.0
 
 
 def plan_validation(ctx: Bench) -> Result:
-    migrate(ctx.engine.url.render_as_string(hide_password=False))  # drafts need the plans migration
-    with _client(ctx) as client:
-        created = client.post("/plans", json={"name": "bench: validation"})
-        if created.status_code != 201:
-            raise RuntimeError(f"POST /plans: {created.status_code} {created.text[:300]}")
-        plan_id = created.json()["id"]
-        try:
-            return _measure(ctx, client, plan_id)
-        finally:
-            client.delete(f"/plans/{plan_id}")  # keeps the bench database as the demo left it
+    with _client(ctx) as client, draft(ctx, client, "bench: validation") as plan_id:
+        return _measure(ctx, client, plan_id)
+
+
+@contextmanager
+def draft(ctx: Bench, client, name: str):
+    """A fresh draft of the active version for one benchmark, discarded afterwards (the bench database stays as
+    the demo left it)."""
+    migrate(ctx.engine.url.render_as_string(hide_password=False))  # drafts need the plans migrations
+    created = client.post("/plans", json={"name": name})
+    if created.status_code != 201:
+        raise RuntimeError(f"POST /plans: {created.status_code} {created.text[:300]}")
+    plan_id = created.json()["id"]
+    try:
+        yield plan_id
+    finally:
+        t0 = time.perf_counter()
+        client.delete(f"/plans/{plan_id}")
+        ctx.facts[f"DELETE /plans/{{id}} of the {name!r} draft"] = f"{time.perf_counter() - t0:.1f} s"
 
 
 def _measure(ctx: Bench, client, plan_id: int) -> Result:

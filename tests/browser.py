@@ -16,7 +16,7 @@ def chromium() -> str:
 
 
 def _run(args: list[str]) -> str:
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         done = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
                               capture_output=True, text=True, timeout=120)
     return done.stdout

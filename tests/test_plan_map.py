@@ -36,7 +36,7 @@ class Chrome:
     def __init__(self, width: int = 1400, height: int = 950):
         self.stack = ExitStack()
         try:
-            profile = self.stack.enter_context(tempfile.TemporaryDirectory())
+            profile = self.stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True))
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
@@ -44,6 +44,7 @@ class Chrome:
             proc = subprocess.Popen([browser.chromium(), *flags, f"--window-size={width},{height}",
                                      f"--remote-debugging-port={port}", f"--user-data-dir={profile}", NO_TILES,
                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Chromium's helper processes may still write to the profile after it exits: cleanup ignores that
             self.stack.callback(lambda: (proc.terminate(), proc.wait(10)))
             deadline = time.monotonic() + 30
             while True:

@@ -1,20 +1,19 @@
 """Bulk import: POST /incidents/bulk takes a CSV, GeoJSON or GeoPackage file as the raw request body."""
 
 import re
-import tempfile
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from api.deps import CurrentCaller, SettingsDep
+from api.uploads import spooled
 from geo import bulk, crs as crs_
 from geo.auth import Caller
 from geo.db import sync_engine
-from geo.errors import InvalidInput, PayloadTooLarge
+from geo.errors import InvalidInput
 
 router = APIRouter(tags=["incidents"])
 REPORT_LIMIT = 1000
@@ -68,21 +67,10 @@ async def bulk_import(
     crs = crs_.normalize_crs(crs)
     if filename is None and (match := _DISPOSITION.search(request.headers.get("content-disposition", ""))):
         filename = match.group(1).strip()
-    limit = settings.bulk_max_bytes
-    with tempfile.NamedTemporaryFile(prefix="wangge-bulk-") as spool:
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:  # also enforced by the BodyLimit middleware; this covers apps without it
-                    raise PayloadTooLarge(f"The upload is larger than the bulk import limit of {limit:,} bytes "
-                                          "(WANGGE_BULK_MAX_BYTES); split the file.", field="body")
-                spool.write(chunk)
-        except ClientDisconnect:
-            return Response(status_code=400)  # the client went away (or the size limit cut it off)
-        if size == 0:
-            raise InvalidInput("The request body is empty: send the file itself as the body, e.g. `curl "
-                               "--data-binary @incidents.csv -H 'Content-Type: text/csv' ...`.", field="body")
-        spool.flush()
-        report = await run_in_threadpool(_import, settings.sync_url(), spool.name, format, crs, caller, filename)
+    async with spooled(request, settings.bulk_max_bytes, "(WANGGE_BULK_MAX_BYTES); split the file.",
+                       "send the file itself as the body, e.g. `curl --data-binary @incidents.csv "
+                       "-H 'Content-Type: text/csv' ...`.") as path:
+        if path is None:
+            return Response(status_code=400)
+        report = await run_in_threadpool(_import, settings.sync_url(), str(path), format, crs, caller, filename)
     return JSONResponse(report.summary(limit=REPORT_LIMIT))

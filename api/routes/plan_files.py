@@ -1,6 +1,5 @@
 """Plan files: POST /plans/{id}/import takes a grid file as the raw body; GET /plans/{id}/export writes one."""
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -8,14 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path as PathParam, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.errors import error_body
+from api.uploads import spooled
 from api.routes.bulk import _DISPOSITION
 from geo import crs as crs_
 from geo import plan_files, plans
-from geo.errors import InvalidInput, PayloadTooLarge
+from geo.errors import InvalidInput
 
 router = APIRouter(tags=["plans"])
 
@@ -54,23 +53,12 @@ async def receive(request: Request, limit: int, format: str | None, filename: st
     format = format or MEDIA_TYPES.get(content_type)  # otherwise from the file name, else from the content
     if filename is None and (match := _DISPOSITION.search(request.headers.get("content-disposition", ""))):
         filename = match.group(1).strip()
-    with tempfile.NamedTemporaryFile(prefix="wangge-plan-") as spool:
-        size = 0
+    async with spooled(request, limit, "(WANGGE_BULK_MAX_BYTES); import it community by community.",
+                       f"send the grid file itself as the body, e.g. {_EXAMPLE}.") as path:
+        if path is None:
+            return Response(status_code=400)
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:  # also enforced by the BodyLimit middleware; this covers apps without it
-                    raise PayloadTooLarge(f"The file is larger than the plan import limit of {limit:,} bytes "
-                                          "(WANGGE_BULK_MAX_BYTES); import it community by community.", field="body")
-                spool.write(chunk)
-        except ClientDisconnect:
-            return Response(status_code=400)  # the client went away (or the size limit cut it off)
-        if size == 0:
-            raise InvalidInput(f"The request body is empty: send the grid file itself as the body, e.g. {_EXAMPLE}.",
-                               field="body")
-        spool.flush()
-        try:
-            return await run_in_threadpool(work, Path(spool.name), format, filename)
+            return await run_in_threadpool(work, path, format, filename)
         except plan_files.BadFeatures as exc:
             return JSONResponse(error_body(exc.code, exc.message, exc.field, features=exc.features), 400)
 
