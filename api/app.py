@@ -7,7 +7,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 import asyncpg
 
-from api import errors
+from api import errors, fast
 from api.limits import BodyLimit
 from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incidents, jobs, maps, open311, plan_checks,
                         plan_edits, plan_files, plan_publish, plans)
@@ -27,16 +27,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             server_settings={"timezone": settings.timezone},  # times in JSON come out in local time
         )
         app.state.token_cache = {}
+        app.state.fast_connections = fast.connections(settings)  # lean GET /dispatch/nearest, /grids/at (api/fast.py)
         escalator = escalation.start(settings.escalation_interval_s, settings.sync_url(), settings.escalation_steps_h)
         app.state.jobs = await job_runner.start(settings.sync_url())  # fails jobs a stopped service left running
         yield
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await app.state.pool.close()
+        await app.state.fast_connections.close()
         if getattr(app.state, "sync_engine", None) is not None:
             app.state.sync_engine.dispose()
 
-    app = FastAPI(
+    app = fast.Wangge(  # FastAPI that answers plain GET /dispatch/nearest and /grids/at ahead of its routing
         title="Wangge",
         version="0.1.0",
         summary="Grid management (网格化管理) on PostGIS: areas, point → grid lookup, maps.",

@@ -30,7 +30,12 @@ async def get_caller(
 ) -> Caller:
     """The authenticated caller; browsers opening map pages may pass ?access_token= instead."""
     token = credentials.credentials if credentials else request.query_params.get("access_token")
-    cache: dict = request.app.state.token_cache
+    return await cached_caller(request.app.state, conn, token)
+
+
+async def cached_caller(state, conn: asyncpg.Connection, token: str | None) -> Caller:
+    """The caller behind a token, from the per-process cache (token_cache_s) or resolved and cached."""
+    cache: dict = state.token_cache
     hit = cache.get(token)
     now = time.monotonic()
     if hit and hit[1] > now:
@@ -38,7 +43,7 @@ async def get_caller(
     caller = await resolve_token(conn, token)
     if len(cache) > 10_000:
         cache.clear()
-    cache[token] = (caller, now + request.app.state.settings.token_cache_s)
+    cache[token] = (caller, now + state.settings.token_cache_s)
     return caller
 
 

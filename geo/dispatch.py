@@ -1,6 +1,7 @@
 """Dispatch: the nearest responders to a point (geodesic KNN, optional road re-ranking) and sending one."""
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import orjson
@@ -41,10 +42,55 @@ _FILTERS = f"""r.position IS NOT NULL AND {VISIBLE}
       AND (CAST(:include_stale AS bool) OR {FRESH})"""
 _POINT = "ST_SetSRID(ST_MakePoint(CAST(:lon AS float8), CAST(:lat AS float8)), 4326)"
 
-# Planar KNN (`<->`, GiST) finds k candidates; the farthest of them, geodesically, bounds the k geodesically
-# nearest. All responders within that bound — its planar radius is widened for the shorter degrees of longitude
-# (110 km per degree of latitude is below the true 110.57 km, cos taken at the far edge) — are then sorted by
-# geodesic metres on the WGS84 spheroid, ties by id.
+# The planar radius (degrees) that holds every point within :d geodesic metres of the point: 110 km per degree
+# of latitude is below the true 110.57 km, and the cos of the far edge widens it for the shorter degrees of
+# longitude. radius() below is the same formula in Python.
+_RADIUS = ("{d} / (110000.0 * cos(radians(least(89.0, abs(CAST(:lat AS float8)) + {d} / 110000.0)))) "
+           "* 1.01 + 1e-9")
+_GRID = f"""grid AS (
+    SELECT a.code FROM areas a
+    WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
+      AND ST_Covers(a.geom, {_POINT})
+    ORDER BY a.code LIMIT 1)"""
+_FEATURE = f"""CAST(json_build_object(
+           'type', 'Feature', 'id', r.id, 'geometry', CAST(ST_AsGeoJSON(r.position, 7) AS json),
+           'properties', json_build_object(
+               'responder_id', r.id, 'name', r.name, 'role', r.role, 'status', r.status,
+               'distance_m', round(CAST(r.distance_m AS numeric), 2),
+               'eta_s', round(CAST(r.distance_m / CAST(:speed AS float8) AS numeric), 1),
+               'position_at', r.position_at, 'position_age_s', {AGE_S}, 'stale', {STALE},
+               'same_grid', coalesce(r.home_grid_code = grid.code, false), 'home_grid_code', r.home_grid_code,
+               'phone', r.phone, 'department', r.department_code)) AS text) AS feature"""
+
+# One KNN scan (`<->`, GiST) takes the :m planar-nearest candidates with their geodesic metres on the WGS84
+# spheroid; the k nearest of them by (metres, id) come back with the scan's reach (`edge`: the planar distance
+# of the last candidate). They are the k geodesically nearest of all unless someone outside the candidates could
+# be as near as the k-th: such a one lies within radius(k-th metres) but beyond the edge. proven() checks that;
+# when it fails (rare with :m = 2k + 3), NEAREST_SQL answers instead.
+CANDIDATES_SQL = f"""
+WITH cand AS (
+    SELECT r.*, r.position <-> {_POINT} AS planar,
+           ST_Distance(geography(r.position), geography({_POINT})) AS distance_m
+    FROM responders r
+    WHERE {_FILTERS}
+    ORDER BY r.position <-> {_POINT}
+    LIMIT CAST(:m AS int)),
+near AS (
+    SELECT * FROM cand
+    WHERE CAST(:max_distance AS float8) IS NULL OR distance_m <= CAST(:max_distance AS float8)
+    ORDER BY distance_m, id
+    LIMIT CAST(:k AS int)),
+reach AS (SELECT count(*) AS n, max(planar) AS edge FROM cand),
+{_GRID}
+SELECT r.id, ST_X(r.position) AS lon, ST_Y(r.position) AS lat, r.distance_m, grid.code AS grid_code,
+       reach.n AS candidates, reach.edge, {_FEATURE}
+FROM reach
+LEFT JOIN near r ON true
+LEFT JOIN grid ON true
+ORDER BY r.distance_m, r.id"""
+
+# Planar KNN finds k candidates; the farthest of them, geodesically, bounds the k geodesically nearest. All
+# responders within that bound's radius are then sorted by geodesic metres, ties by id.
 NEAREST_SQL = f"""
 WITH pt AS (SELECT {_POINT} AS g),
 cand AS (
@@ -59,32 +105,37 @@ near AS (
     SELECT r.*, ST_Distance(geography(r.position), geography(pt.g)) AS distance_m
     FROM responders r, pt, bound
     WHERE {_FILTERS}
-      AND ST_DWithin(r.position, pt.g,
-                     bound.d / (110000.0 * cos(radians(least(89.0, abs(CAST(:lat AS float8)) + bound.d / 110000.0))))
-                     * 1.01 + 1e-9)
+      AND ST_DWithin(r.position, pt.g, {_RADIUS.format(d="bound.d")})
       AND ST_Distance(geography(r.position), geography(pt.g)) <= bound.d
     ORDER BY distance_m, r.id
     LIMIT CAST(:k AS int)),
-grid AS (
-    SELECT a.code FROM areas a, pt
-    WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
-      AND ST_Covers(a.geom, pt.g)
-    ORDER BY a.code LIMIT 1)
-SELECT r.id, ST_X(r.position) AS lon, ST_Y(r.position) AS lat, r.distance_m, grid.code AS grid_code,
-       CAST(json_build_object(
-           'type', 'Feature', 'id', r.id, 'geometry', CAST(ST_AsGeoJSON(r.position, 7) AS json),
-           'properties', json_build_object(
-               'responder_id', r.id, 'name', r.name, 'role', r.role, 'status', r.status,
-               'distance_m', round(CAST(r.distance_m AS numeric), 2),
-               'eta_s', round(CAST(r.distance_m / CAST(:speed AS float8) AS numeric), 1),
-               'position_at', r.position_at, 'position_age_s', {AGE_S}, 'stale', {STALE},
-               'same_grid', coalesce(r.home_grid_code = grid.code, false), 'home_grid_code', r.home_grid_code,
-               'phone', r.phone, 'department', r.department_code)) AS text) AS feature
+{_GRID}
+SELECT r.id, ST_X(r.position) AS lon, ST_Y(r.position) AS lat, r.distance_m, grid.code AS grid_code, {_FEATURE}
 FROM (SELECT 1) one
 LEFT JOIN near r ON true
 LEFT JOIN grid ON true
 ORDER BY r.distance_m, r.id"""
+_CANDIDATES = Query(text(CANDIDATES_SQL))
 _NEAREST = Query(text(NEAREST_SQL))
+
+
+def candidates(k: int) -> int:
+    """How many planar-nearest candidates to rank for k: enough that proven() almost always holds."""
+    return 2 * k + 3
+
+
+def radius(metres: float, lat: float) -> float:
+    """_RADIUS in Python: planar degrees that hold every point within `metres` of a point at `lat`."""
+    return metres / (110000.0 * math.cos(math.radians(min(89.0, abs(lat) + metres / 110000.0)))) * 1.01 + 1e-9
+
+
+def proven(rows, lat: float, k: int, m: int, max_distance: float | None) -> bool:
+    """Whether CANDIDATES_SQL's rows (the k nearest of m candidates) are the k nearest of all responders."""
+    if rows[0]["candidates"] < m:  # the scan ran out: every responder that passes the filters was ranked
+        return True
+    found = [row["distance_m"] for row in rows if row["id"] is not None]
+    reach = found[-1] if len(found) == k else max_distance  # as near as a responder outside may be to count
+    return reach is not None and radius(reach, lat) < rows[0]["edge"]
 
 
 @dataclass
@@ -116,10 +167,13 @@ async def nearest(conn, caller: Caller, query: Nearest, *, max_age_s: float, spe
     """The k nearest responders to a WGS84 point by geodesic metres (mode=network re-ranks by road time)."""
     query = _check(query)
     k = max(query.k, network_candidates) if query.mode == "network" else query.k
-    rows = await _NEAREST.fetch(
-        conn, lon=query.lon, lat=query.lat, k=k, scope=caller.scope, statuses=query.statuses or ["available"],
-        roles=query.roles, include_stale=query.include_stale, max_age=max_age_s, max_distance=query.max_distance_m,
-        speed=speed_mps)
+    params = dict(lon=query.lon, lat=query.lat, k=k, scope=caller.scope, statuses=query.statuses or ["available"],
+                  roles=query.roles, include_stale=query.include_stale, max_age=max_age_s,
+                  max_distance=query.max_distance_m, speed=speed_mps)
+    m = candidates(k)
+    rows = await _CANDIDATES.fetch(conn, m=m, **params)
+    if not proven(rows, query.lat, k, m, query.max_distance_m):
+        rows = await _NEAREST.fetch(conn, **params)
     grid_code = rows[0]["grid_code"] if rows else None
     rows = [row for row in rows if row["id"] is not None]
     if query.mode == "network":

@@ -198,6 +198,131 @@ def test_network_mode_reranks_the_straight_candidates_by_road_eta(client, admin_
     assert body["query"]["mode"] == "network"
 
 
+def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_search(client, admin_headers, engine):
+    # At 60°N a degree of longitude is half a degree of latitude: the planar-nearest candidates are the row due
+    # north, while the geodesically nearest responder stands further east, beyond the candidates' planar reach.
+    from geo import dispatch
+
+    lon, lat = 106.0, 60.0
+    rows = [(f"north-{i}", "patrol", "available", *_offset(lon, lat, 0, 1000 + 10 * i), 0, None) for i in range(12)]
+    ids = _insert(engine, rows + [("east", "patrol", "available", *_offset(lon, lat, 90, 900), 0, None)])
+    for k in (1, 3):
+        params = {"lon": lon, "lat": lat, "k": k, "m": dispatch.candidates(k), "scope": "", "statuses": ["available"],
+                  "roles": None, "include_stale": False, "max_age": MAX_AGE, "max_distance": 5000.0, "speed": 4.2}
+        with engine.connect() as conn:
+            found = conn.execute(text(dispatch.CANDIDATES_SQL), params).mappings().all()
+        assert ids[-1] not in [row["id"] for row in found]  # the candidates miss it ...
+        assert not dispatch.proven(found, lat, k, params["m"], 5000.0)  # ... and know they may have
+        body = _nearest(client, admin_headers, lon=lon, lat=lat, k=k, max_distance=5000)
+        metres = _geod(lon, lat, [x for _, _, _, x, _, _, _ in rows], [y for _, _, _, _, y, _, _ in rows])
+        expected = [ids[-1]] + [i for _, i in sorted(zip(metres, ids))][:k - 1]
+        assert [f["id"] for f in body["features"]] == expected
+        assert body["features"][0]["properties"]["distance_m"] == pytest.approx(900, abs=0.01)
+
+
+def _lean(client, headers: dict, query: str) -> bytes | None:
+    """What api/fast.py answers for GET /dispatch/nearest?query, run in the app's loop; None: left to FastAPI."""
+    from api import fast
+
+    scope = {"type": "http", "method": "GET", "path": "/dispatch/nearest", "query_string": query.encode(),
+             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+             "app": client.app}
+    return client.portal.call(fast.nearest, scope)
+
+
+def _without_ages(body: dict) -> tuple[dict, list[float]]:
+    ages = [f["properties"].pop("position_age_s") for f in body["features"]]
+    return body, ages
+
+
+def test_the_lean_path_answers_plain_queries_exactly_as_the_route(client, admin_headers, patrols, boundary):
+    import orjson
+
+    rng = np.random.default_rng(12)
+    minx, miny, maxx, maxy = boundary.bounds
+    for lon, lat in zip(rng.uniform(minx, maxx, 4), rng.uniform(miny, maxy, 4)):
+        for extra in ("", "&k=23&status=busy", "&k=7&status=available,busy&role=patrol&max_distance=1500.5"
+                      "&include_stale=true", "&k=1000&crs=EPSG:4326&mode=straight", "&k=0&status=&role="):
+            query = f"lon={float(lon)!r}&lat={float(lat)!r}{extra}"
+            lean = _lean(client, admin_headers, query)
+            assert lean is not None, query
+            # An unknown parameter is ignored by the route, but the lean path leaves such a request to it.
+            assert _lean(client, admin_headers, query + "&via=route") is None
+            routed = client.get(f"/dispatch/nearest?{query}&via=route", headers=admin_headers)
+            served = client.get(f"/dispatch/nearest?{query}", headers=admin_headers)
+            for response in (routed, served):
+                assert response.status_code == 200 and response.headers["content-type"] == "application/geo+json"
+            lean_body, lean_ages = _without_ages(orjson.loads(lean))
+            for response in (routed, served):
+                body, ages = _without_ages(response.json())
+                assert body == lean_body, query
+                assert ages == pytest.approx(lean_ages, abs=1.0)
+            assert 1 <= len(lean_body["features"]) <= 100
+
+
+def test_the_lean_path_leaves_every_error_to_the_route(client, admin_headers):
+    cases = [
+        ("lat=39.9", admin_headers, 422, "lon"),
+        ("lon=116.38&lat=91", admin_headers, 422, "lat"),
+        ("lon=116.38&lat=39.9&k=abc", admin_headers, 422, "k"),
+        ("lon=116.38&lat=39.9&max_distance=0", admin_headers, 422, "max_distance"),
+        ("lon=116.38&lat=39.9&status=flying", admin_headers, 400, "Unknown status flying"),
+        ("lon=116.38&lat=39.9&role=pilot", admin_headers, 400, "Unknown role pilot"),
+        ("lon=116.38&lat=39.9", {"Authorization": "Bearer wg_not-a-token"}, 401, "Invalid, expired or revoked"),
+        ("lon=116.38&lat=39.9", {}, 401, "Missing bearer token"),
+        ("lon=116.38&lat=39.9", {"Authorization": "Basic d2c6d2c="}, 401, "Missing bearer token"),
+    ]
+    for query, headers, status, message in cases:
+        assert _lean(client, headers, query) is None, query
+        response = client.get(f"/dispatch/nearest?{query}", headers=headers)
+        assert response.status_code == status, (query, response.text)
+        assert message in response.json()["error"]["message"], (query, response.text)
+    # Unusual but valid requests go to the route too, which answers them.
+    for query in ("lon=116.38&lat=39.9&lon=116.39", "lon=116.38&lat=39.9&include_stale=yes",
+                  "lon=116.38&lat=39.9&crs=4326", "lon=1e400&lat=39.9"):
+        assert _lean(client, admin_headers, query) is None, query
+    assert client.get("/dispatch/nearest?lon=116.38&lat=39.9&include_stale=yes",
+                      headers=admin_headers).status_code == 200
+    assert client.get("/dispatch/nearest?lon=1e400&lat=39.9", headers=admin_headers).status_code == 422
+    # The route is still documented.
+    assert "/dispatch/nearest" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_lean_connection_pool_shares_few_connections_and_drops_broken_ones(client, settings):
+    import asyncio
+
+    from api import fast
+
+    async def run():
+        pool = fast.Connections(settings.libpq_url(), 2, settings.timezone)
+        busiest = 0
+
+        async def one(n):
+            nonlocal busiest
+            conn = await pool.take()
+            busiest = max(busiest, pool.open)
+            try:
+                assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "force_generic_plan"
+                return await conn.fetchval("SELECT CAST($1 AS int) FROM pg_sleep(0.01)", n)
+            finally:
+                pool.give(conn)
+
+        results = await asyncio.gather(*(one(n) for n in range(20)))
+        broken = await pool.take()
+        waiter = asyncio.ensure_future(one(99))
+        other = await pool.take()  # the pool is now empty: the waiter waits
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        pool.discard(broken)  # room for a new connection: the waiter makes one
+        assert await waiter == 99
+        pool.give(other)
+        await pool.close()
+        return results, busiest, pool.open
+
+    results, busiest, left_open = client.portal.call(run)
+    assert results == list(range(20)) and busiest == 2 and left_open == 0
+
+
 def _track(engine, ids):
     with engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM responder_positions WHERE responder_id = ANY(:i)"),

@@ -67,7 +67,7 @@ class DispatchIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-def _csv(value: str | None, allowed: tuple[str, ...], field: str) -> list[str] | None:
+def csv_list(value: str | None, allowed: tuple[str, ...], field: str) -> list[str] | None:
     if not value:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
@@ -111,8 +111,8 @@ async def list_responders(
         except (ValueError, AssertionError):
             raise InvalidInput("bbox is minLon,minLat,maxLon,maxLat in WGS84, with min < max.", field="bbox")
     limit = min(limit, MAX_PAGE)
-    filters = responders.Filters(statuses=_csv(status, RESPONDER_STATUSES, "status"),
-                                 roles=_csv(role, RESPONDER_ROLES, "role"), area=area, bbox=box,
+    filters = responders.Filters(statuses=csv_list(status, RESPONDER_STATUSES, "status"),
+                                 roles=csv_list(role, RESPONDER_ROLES, "role"), area=area, bbox=box,
                                  include_stale=include_stale)
     features, next_after = await responders.list_(conn, caller, filters, settings.position_max_age_s, limit, after)
     return feature_collection(request, features, {"after": next_after, "limit": limit} if next_after else None)
@@ -181,17 +181,21 @@ async def nearest(
     age, stale flag and whether each works the grid covering the point."""
     if crs_name != "EPSG:4326":
         lon, lat = crs.to_wgs84(lon, lat, crs_name)
-    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=_csv(status, RESPONDER_STATUSES, "status"),
-                             roles=_csv(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
+    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=csv_list(status, RESPONDER_STATUSES, "status"),
+                             roles=csv_list(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
                              include_stale=include_stale, mode=mode)
     found = await dispatch.nearest(conn, caller, query, max_age_s=settings.position_max_age_s,
                                    speed_mps=settings.straight_speed_mps,
                                    network_candidates=settings.network_candidates)
+    return GeoJSONResponse(nearest_body(found, lon, lat, settings.straight_speed_mps))
+
+
+def nearest_body(found: dispatch.NearestResult, lon: float, lat: float, speed_mps: float) -> bytes:
+    """The /dispatch/nearest FeatureCollection (api/fast.py writes the same bytes for plain queries)."""
     head = orjson.dumps({"lon": lon, "lat": lat, "grid_code": found.grid_code, "mode": found.mode,
-                         "speed_mps": settings.straight_speed_mps if found.mode == "straight" else None})
-    body = (b'{"type":"FeatureCollection","numberReturned":%d,"query":%s,"features":[' % (len(found.features), head)
+                         "speed_mps": speed_mps if found.mode == "straight" else None})
+    return (b'{"type":"FeatureCollection","numberReturned":%d,"query":%s,"features":[' % (len(found.features), head)
             + ",".join(found.features).encode() + b"]}")
-    return GeoJSONResponse(body)
 
 
 @router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"])
