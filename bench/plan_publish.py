@@ -94,10 +94,12 @@ def plan_publish(ctx: Bench) -> Result:
         diff_s = time.perf_counter() - t0
 
         published, times = [], []
-        for plan in (forward, _draft(client, "bench: publish back", original)):
+        back = _draft(client, "bench: publish back", original)
+        for plan in (forward, back):
             revision = client.get(f"/plans/{plan}").json()["revision"]
             t0 = time.perf_counter()
-            reply = client.post(f"/plans/{plan}/publish", json={"revision": revision})
+            # publishing the original back is a deliberate revert: it is copied from a version no longer active
+            reply = client.post(f"/plans/{plan}/publish", json={"revision": revision, "force": plan == back})
             times.append(time.perf_counter() - t0)
             if reply.status_code != 200:
                 raise RuntimeError(f"POST /plans/{plan}/publish: {reply.status_code} {reply.text[:400]}")
