@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes),
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
-                               "/plans": settings.bulk_max_bytes})  # plan files: POST /plans, /plans/{id}/import
+                               r"/plans(/\d+/import)?$": settings.bulk_max_bytes})  # plan files
     for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                    plan_checks, plan_files, plan_publish, jobs):
         app.include_router(module.router)

@@ -1,19 +1,22 @@
 """Request body limits: an oversized payload gets a clear 413 before the app reads it."""
 
+import re
+
 import orjson
 
 from api.errors import error_body
 
 
 class BodyLimit:
-    """Pure ASGI middleware: `limits` maps path prefixes to byte limits; the longest match wins."""
+    """Pure ASGI middleware: `limits` maps path patterns (regular expressions matched from the start of the path)
+    to byte limits; the first match wins."""
 
     def __init__(self, app, default: int, limits: dict[str, int] | None = None):
-        self.app, self.default, self.limits = app, default, limits or {}
+        self.app, self.default = app, default
+        self.limits = [(re.compile(pattern), limit) for pattern, limit in (limits or {}).items()]
 
     def limit_for(self, path: str) -> int:
-        matches = [prefix for prefix in self.limits if path.startswith(prefix)]
-        return self.limits[max(matches, key=len)] if matches else self.default
+        return next((limit for pattern, limit in self.limits if pattern.match(path)), self.default)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -44,8 +47,12 @@ class BodyLimit:
 
 
 async def _too_large(send, limit: int, path: str) -> None:
-    hint = ("split the file into smaller imports" if path.startswith("/incidents/bulk")
-            else "send less per request; bulk files go to POST /incidents/bulk, which takes larger uploads")
+    if path.startswith("/incidents/bulk"):
+        hint = "split the file into smaller imports"
+    elif path.startswith("/plans"):
+        hint = "import the plan file community by community (WANGGE_BULK_MAX_BYTES sets the limit)"
+    else:
+        hint = "send less per request; bulk files go to POST /incidents/bulk, which takes larger uploads"
     body = orjson.dumps(error_body("payload_too_large",
                                    f"The request body is larger than {limit:,} bytes: {hint}."))
     await send({"type": "http.response.start", "status": 413,

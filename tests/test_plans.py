@@ -52,3 +52,17 @@ def test_only_planners_write_plans(client, engine, demo):
     token = make_token(engine, "dispatcher", "110102")
     reply = client.post("/plans", json={"name": "x"}, headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 403 and "planner" in reply.json()["error"]["message"]
+
+
+def test_only_plan_files_get_the_bulk_body_limit():
+    from api.app import create_app
+    from api.limits import BodyLimit
+    from api.settings import Settings
+
+    settings = Settings(max_body_bytes=10_000, bulk_max_bytes=5_000_000)
+    app = create_app(settings)
+    limits = next(m for m in app.user_middleware if m.cls is BodyLimit)
+    middleware = BodyLimit(None, **limits.kwargs)
+    assert middleware.limit_for("/plans") == middleware.limit_for("/plans/12/import") == 5_000_000
+    assert middleware.limit_for("/plans/12/edits") == middleware.limit_for("/plans/12/importx") == 10_000
+    assert middleware.limit_for("/incidents/bulk") == 5_000_000
