@@ -77,7 +77,11 @@ GROUP BY from_code, to_code ORDER BY from_code NULLS FIRST, to_code NULLS FIRST"
 # was the old grid's worker (or nobody): an incident dispatched to someone else stays with them. An incident
 # no new grid covers keeps whoever is working on it; one not yet worked on ('reported') becomes 'unassigned'
 # like intake files it, and an 'unassigned' one a new grid covers becomes 'reported'.
-REASSIGNMENT = """
+# Where a precomputed cover table exists (publish fills one before it locks intake), its rows are used and the
+# spatial lookup runs only for incidents it does not hold; COVER_NONE stands in for it elsewhere.
+COVER_NONE = "(SELECT CAST(NULL AS bigint) AS id, CAST(NULL AS int) AS grid_id, CAST(NULL AS text) AS code, " \
+             "CAST(NULL AS int) AS worker_id WHERE false)"
+REASSIGNMENT_WITH_COVER = """
 open_incidents AS (
     SELECT i.id, i.status, i.grid_id, i.grid_code, i.grid_version_id, i.assignee_id, i.suggested_grid_code,
            i.geom, g.worker_id AS old_worker
@@ -85,10 +89,14 @@ open_incidents AS (
     WHERE i.status = ANY(CAST(:open AS text[]))
       AND (CAST(:old AS int) IS NULL OR i.grid_version_id = CAST(:old AS int) OR i.grid_id IS NULL)),
 target AS (
-    SELECT o.*, t.id AS new_grid_id, t.code AS new_code, t.worker_id AS new_worker
+    SELECT o.*, CASE WHEN c.id IS NULL THEN t.id ELSE c.grid_id END AS new_grid_id,
+           CASE WHEN c.id IS NULL THEN t.code ELSE c.code END AS new_code,
+           CASE WHEN c.id IS NULL THEN t.worker_id ELSE c.worker_id END AS new_worker
     FROM open_incidents o
+    LEFT JOIN {cover} c ON c.id = o.id
     LEFT JOIN LATERAL (SELECT a.id, a.code, a.worker_id FROM areas a
-                       WHERE a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid' AND ST_Covers(a.geom, o.geom)
+                       WHERE c.id IS NULL AND a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid'
+                         AND ST_Covers(a.geom, o.geom)
                        ORDER BY a.code LIMIT 1) t ON true),
 plan AS (
     SELECT t.*,
@@ -100,6 +108,7 @@ plan AS (
                 WHEN t.new_grid_id IS NOT NULL AND t.status = 'unassigned' THEN 'reported'
                 ELSE t.status END AS new_status
     FROM target t)"""
+REASSIGNMENT = REASSIGNMENT_WITH_COVER.replace("{cover}", COVER_NONE)
 
 # Open incidents whose grid code or assignee would change, and that the caller may see on either side.
 _MOVING = """

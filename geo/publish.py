@@ -5,6 +5,8 @@ One transaction, in this order:
 1. ``plans.bump`` checks the revision and locks the plan row, so no edit lands between validation and publishing;
    the plan is validated (``geo.plan_validation``) and its impact computed against the active version while
    intake still runs.
+   The new grid of every open incident is looked up now too (``_COVER``, the slow spatial part), so that
+   intake is locked out only while the rows are written.
 2. ``LOCK TABLE incidents IN EXCLUSIVE MODE``: concurrent writers of incidents (intake, bulk import, workflow
    actions, escalation) wait until the commit. EXCLUSIVE rather than SHARE ROW EXCLUSIVE because it also makes
    ``SELECT … FOR UPDATE`` wait at the table: workflow actions and dispatch lock an incident row before updating
@@ -33,8 +35,8 @@ from geo.errors import Conflict, Forbidden
 
 LOCK_TIMEOUT_S = 5.0
 
-_REASSIGN = text(f"""
-WITH {plan_diff.REASSIGNMENT},
+_REASSIGN_SQL = """
+WITH {reassignment},
 moved AS (
     UPDATE incidents i
     SET grid_id = p.new_grid_id, grid_code = p.new_code,
@@ -63,7 +65,22 @@ events AS (
     RETURNING incident_id)
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM events) AS events,
        (SELECT count(*) FROM plan WHERE new_grid_id IS NULL) AS unassigned,
-       (SELECT count(*) FROM plan WHERE new_grid_id IS NOT NULL AND grid_id IS NULL) AS newly_assigned""")
+       (SELECT count(*) FROM plan WHERE new_grid_id IS NOT NULL AND grid_id IS NULL) AS newly_assigned"""
+_REASSIGN = text(_REASSIGN_SQL.replace("{reassignment}", plan_diff.REASSIGNMENT))
+_REASSIGN_COVERED = text(_REASSIGN_SQL.replace(
+    "{reassignment}", plan_diff.REASSIGNMENT_WITH_COVER.replace("{cover}", "publish_cover")))
+
+# Before intake is locked out: the new grid of every open incident (the slow, spatial part of the reassignment).
+# Incident points never move and the plan row is locked, so these stay right; incidents filed meanwhile are
+# looked up under the lock.
+_COVER = text("""
+CREATE TEMP TABLE publish_cover ON COMMIT DROP AS
+SELECT i.id, t.id AS grid_id, t.code, t.worker_id
+FROM incidents i
+LEFT JOIN LATERAL (SELECT a.id, a.code, a.worker_id FROM areas a
+                   WHERE a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid' AND ST_Covers(a.geom, i.geom)
+                   ORDER BY a.code LIMIT 1) t ON true
+WHERE i.status = ANY(CAST(:open AS text[]))""")
 
 _HOME_GRIDS = text("""
 UPDATE responders r SET home_grid_code = w.code
@@ -91,6 +108,9 @@ def publish(conn: Connection, caller: Caller, plan_id: int, revision: int, force
     _check_base(conn, plan_id, previous, force)
     impact = _within_scope(caller, plan_id, plan_diff.compare(conn, previous, plan_id, limit=0))
 
+    conn.execute(_COVER, {"new": plan_id, "open": plan_diff.OPEN})
+    conn.execute(text("CREATE UNIQUE INDEX ON publish_cover (id)"))
+    conn.execute(text("ANALYZE publish_cover"))
     _lock_incidents(conn)
     locked = conn.execute(text("SELECT id FROM grid_versions WHERE status = 'active' FOR UPDATE")).scalar()
     if locked != previous:  # another plan was published while this one was being checked
@@ -102,7 +122,7 @@ def publish(conn: Connection, caller: Caller, plan_id: int, revision: int, force
                  {"id": previous})
     activated_at = conn.execute(text("UPDATE grid_versions SET status = 'active', activated_at = now() "
                                      "WHERE id = :id RETURNING activated_at"), {"id": plan_id}).scalar_one()
-    counts = conn.execute(_REASSIGN, {"old": None, "new": plan_id, "open": plan_diff.OPEN, "actor": caller.id,
+    counts = conn.execute(_REASSIGN_COVERED, {"old": None, "new": plan_id, "open": plan_diff.OPEN, "actor": caller.id,
                                       "note": f"grid plan {plan_id} published"}).mappings().one()
     home_grids = conn.execute(_HOME_GRIDS, {"new": plan_id}).rowcount
     result = {"plan_id": plan_id, "status": "active", "revision": revision, "activated_at": activated_at.isoformat(),
