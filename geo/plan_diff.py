@@ -77,27 +77,31 @@ GROUP BY from_code, to_code ORDER BY from_code NULLS FIRST, to_code NULLS FIRST"
 # was the old grid's worker (or nobody): an incident dispatched to someone else stays with them. An incident
 # no new grid covers keeps whoever is working on it; one not yet worked on ('reported') becomes 'unassigned'
 # like intake files it, and an 'unassigned' one a new grid covers becomes 'reported'.
-# Where a precomputed cover table exists (publish fills one before it locks intake), its rows are used and the
-# spatial lookup runs only for incidents it does not hold; COVER_NONE stands in for it elsewhere.
-COVER_NONE = "(SELECT CAST(NULL AS bigint) AS id, CAST(NULL AS int) AS grid_id, CAST(NULL AS text) AS code, " \
-             "CAST(NULL AS int) AS worker_id WHERE false)"
-REASSIGNMENT_WITH_COVER = """
+_OPEN_INCIDENTS = """
 open_incidents AS (
     SELECT i.id, i.status, i.grid_id, i.grid_code, i.grid_version_id, i.assignee_id, i.suggested_grid_code,
            i.geom, g.worker_id AS old_worker
     FROM incidents i LEFT JOIN areas g ON g.id = i.grid_id
     WHERE i.status = ANY(CAST(:open AS text[]))
-      AND (CAST(:old AS int) IS NULL OR i.grid_version_id = CAST(:old AS int) OR i.grid_id IS NULL)),
+      AND (CAST(:old AS int) IS NULL OR i.grid_version_id = CAST(:old AS int) OR i.grid_id IS NULL)),"""
+COVERING_GRID = """(SELECT a.id, a.code, a.worker_id FROM areas a
+                   WHERE a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid' AND ST_Covers(a.geom, o.geom)
+                   ORDER BY a.code LIMIT 1)"""
+_TARGET = f"""
 target AS (
-    SELECT o.*, CASE WHEN c.id IS NULL THEN t.id ELSE c.grid_id END AS new_grid_id,
-           CASE WHEN c.id IS NULL THEN t.code ELSE c.code END AS new_code,
-           CASE WHEN c.id IS NULL THEN t.worker_id ELSE c.worker_id END AS new_worker
-    FROM open_incidents o
-    LEFT JOIN {cover} c ON c.id = o.id
-    LEFT JOIN LATERAL (SELECT a.id, a.code, a.worker_id FROM areas a
-                       WHERE c.id IS NULL AND a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid'
-                         AND ST_Covers(a.geom, o.geom)
-                       ORDER BY a.code LIMIT 1) t ON true),
+    SELECT o.*, t.id AS new_grid_id, t.code AS new_code, t.worker_id AS new_worker
+    FROM open_incidents o LEFT JOIN LATERAL {COVERING_GRID} t ON true),"""
+# Publish looks the new grids up into publish_cover before it locks intake out; under the lock only incidents
+# filed meanwhile are looked up (a separate statement: a join to an empty table would slow the plain one down).
+_TARGET_COVERED = f"""
+target AS (
+    SELECT o.*, c.grid_id AS new_grid_id, c.code AS new_code, c.worker_id AS new_worker
+    FROM open_incidents o JOIN publish_cover c ON c.id = o.id
+    UNION ALL
+    SELECT o.*, t.id, t.code, t.worker_id
+    FROM open_incidents o LEFT JOIN LATERAL {COVERING_GRID} t ON true
+    WHERE NOT EXISTS (SELECT 1 FROM publish_cover c WHERE c.id = o.id)),"""
+_PLAN = """
 plan AS (
     SELECT t.*,
            CASE WHEN t.assignee_id IS NOT NULL AND t.assignee_id IS DISTINCT FROM t.old_worker THEN t.assignee_id
@@ -108,7 +112,8 @@ plan AS (
                 WHEN t.new_grid_id IS NOT NULL AND t.status = 'unassigned' THEN 'reported'
                 ELSE t.status END AS new_status
     FROM target t)"""
-REASSIGNMENT = REASSIGNMENT_WITH_COVER.replace("{cover}", COVER_NONE)
+REASSIGNMENT = _OPEN_INCIDENTS + _TARGET + _PLAN
+REASSIGNMENT_COVERED = _OPEN_INCIDENTS + _TARGET_COVERED + _PLAN
 
 # Open incidents whose grid code or assignee would change, and that the caller may see on either side.
 _MOVING = """

@@ -67,20 +67,16 @@ SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM events) AS e
        (SELECT count(*) FROM plan WHERE new_grid_id IS NULL) AS unassigned,
        (SELECT count(*) FROM plan WHERE new_grid_id IS NOT NULL AND grid_id IS NULL) AS newly_assigned"""
 _REASSIGN = text(_REASSIGN_SQL.replace("{reassignment}", plan_diff.REASSIGNMENT))
-_REASSIGN_COVERED = text(_REASSIGN_SQL.replace(
-    "{reassignment}", plan_diff.REASSIGNMENT_WITH_COVER.replace("{cover}", "publish_cover")))
+_REASSIGN_COVERED = text(_REASSIGN_SQL.replace("{reassignment}", plan_diff.REASSIGNMENT_COVERED))
 
 # Before intake is locked out: the new grid of every open incident (the slow, spatial part of the reassignment).
 # Incident points never move and the plan row is locked, so these stay right; incidents filed meanwhile are
 # looked up under the lock.
-_COVER = text("""
+_COVER = text(f"""
 CREATE TEMP TABLE publish_cover ON COMMIT DROP AS
-SELECT i.id, t.id AS grid_id, t.code, t.worker_id
-FROM incidents i
-LEFT JOIN LATERAL (SELECT a.id, a.code, a.worker_id FROM areas a
-                   WHERE a.version_id + 0 = CAST(:new AS int) AND a.level = 'grid' AND ST_Covers(a.geom, i.geom)
-                   ORDER BY a.code LIMIT 1) t ON true
-WHERE i.status = ANY(CAST(:open AS text[]))""")
+SELECT o.id, t.id AS grid_id, t.code, t.worker_id
+FROM incidents o LEFT JOIN LATERAL {plan_diff.COVERING_GRID} t ON true
+WHERE o.status = ANY(CAST(:open AS text[]))""")
 
 _HOME_GRIDS = text("""
 UPDATE responders r SET home_grid_code = w.code
