@@ -74,7 +74,8 @@ def fallbacks(ctx: Bench, points) -> int:
                                      "roles": None, "include_stale": False, "max_age": MAX_AGE_S,
                                      "max_distance": None, "speed": SPEED_MPS})
             names = [c.name for c in cur.description]
-            count += not dispatch.proven([dict(zip(names, row)) for row in cur], lat, 5, m, None)
+            rows = [dict(zip(names, row)) for row in cur]
+            count += not dispatch.proven(rows, dispatch.within(rows, None), lat, 5, m, None)
     return count
 
 
@@ -144,8 +145,9 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
         "position age, stale flag and same_grid.",
         f"Raw 'same SQL': pgbench -M prepared running geo.dispatch.CANDIDATES_SQL with literal parameters "
         f"({same['requests']:,} transactions): one KNN scan of {dispatch.candidates(5)} candidates ranked by "
-        f"geodesic metres, the active grid and the Feature JSON; the exhaustive two-pass NEAREST_SQL runs only where "
-        f"the candidates do not prove the answer ({unproven} of {len(points):,} sample points). 'bare': `SELECT id, "
+        f"geodesic metres (the k nearest of them returned) and the active grid; the service builds the Features in "
+        f"Python; the exhaustive two-pass NEAREST_SQL runs only where the candidates do not prove the answer "
+        f"({unproven} of {len(points):,} sample points). 'bare': `SELECT id, "
         f"ST_Distance(geography) ... ORDER BY position <-> pt LIMIT 5` ({bare['requests']:,} transactions). "
         "The service answers this query on its lean path (api/fast.py: no FastAPI routing or validation, generic "
         "plans).",

@@ -4,14 +4,13 @@ import inspect
 import math
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import text
 
 from geo import incidents, workflow
 from geo.auth import Caller
 from geo.errors import Conflict, DomainError, InvalidInput, NotFound
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
-from geo.responders import AGE_S, FRESH, STALE, VISIBLE
+from geo.responders import FRESH, STALE, VISIBLE
 from geo.sql import Query
 
 MAX_K = 100
@@ -47,47 +46,37 @@ _POINT = "ST_SetSRID(ST_MakePoint(CAST(:lon AS float8), CAST(:lat AS float8)), 4
 # longitude. radius() below is the same formula in Python.
 _RADIUS = ("{d} / (110000.0 * cos(radians(least(89.0, abs(CAST(:lat AS float8)) + {d} / 110000.0)))) "
            "* 1.01 + 1e-9")
-_GRID = f"""grid AS (
-    SELECT a.code FROM areas a
+_GRID = f"""(SELECT a.code FROM areas a
     WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
       AND ST_Covers(a.geom, {_POINT})
     ORDER BY a.code LIMIT 1)"""
-_FEATURE = f"""CAST(json_build_object(
-           'type', 'Feature', 'id', r.id, 'geometry', CAST(ST_AsGeoJSON(r.position, 7) AS json),
-           'properties', json_build_object(
-               'responder_id', r.id, 'name', r.name, 'role', r.role, 'status', r.status,
-               'distance_m', round(CAST(r.distance_m AS numeric), 2),
-               'eta_s', round(CAST(r.distance_m / CAST(:speed AS float8) AS numeric), 1),
-               'position_at', r.position_at, 'position_age_s', {AGE_S}, 'stale', {STALE},
-               'same_grid', coalesce(r.home_grid_code = grid.code, false), 'home_grid_code', r.home_grid_code,
-               'phone', r.phone, 'department', r.department_code)) AS text) AS feature"""
+# Per responder: what the Feature needs (built in Python by feature(): cheaper than JSON in SQL), its geodesic
+# metres on the WGS84 spheroid, and position_at as JSON renders it in the session's time zone.
+_COLUMNS = f"""r.id, r.name, r.role, r.status, r.home_grid_code, r.phone, r.department_code,
+       ST_X(r.position) AS lon, ST_Y(r.position) AS lat,
+       ST_Distance(geography(r.position), geography({_POINT})) AS distance_m,
+       to_json(r.position_at) #>> '{{}}' AS position_at,
+       date_part('epoch', now() - r.position_at) AS age_s, {STALE} AS stale"""
 
-# One KNN scan (`<->`, GiST) takes the :m planar-nearest candidates with their geodesic metres on the WGS84
-# spheroid; the k nearest of them by (metres, id) come back with the scan's reach (`edge`: the planar distance
-# of the last candidate). They are the k geodesically nearest of all unless someone outside the candidates could
-# be as near as the k-th: such a one lies within radius(k-th metres) but beyond the edge. proven() checks that;
-# when it fails (rare with :m = 2k + 3), NEAREST_SQL answers instead.
+# One KNN scan (`<->`, GiST) takes the :m planar-nearest candidates with their geodesic metres; the k nearest of
+# them by (metres, id) come back with the scan's size and reach (the planar distance of the last candidate). They
+# are the k geodesically nearest of all unless someone outside the candidates could be as near as the k-th: such a
+# one lies within radius(k-th metres) but beyond the reach. proven() checks that; when it fails (rare with
+# :m = 2k + 3), NEAREST_SQL answers instead. The grid covering the point comes back on every row (a row of nulls
+# when no responder passes the filters). The Features are built in Python (feature()): JSON in SQL cost the
+# database more than the rest of the query.
 CANDIDATES_SQL = f"""
-WITH cand AS (
-    SELECT r.*, r.position <-> {_POINT} AS planar,
-           ST_Distance(geography(r.position), geography({_POINT})) AS distance_m
-    FROM responders r
-    WHERE {_FILTERS}
-    ORDER BY r.position <-> {_POINT}
-    LIMIT CAST(:m AS int)),
-near AS (
-    SELECT * FROM cand
-    WHERE CAST(:max_distance AS float8) IS NULL OR distance_m <= CAST(:max_distance AS float8)
-    ORDER BY distance_m, id
-    LIMIT CAST(:k AS int)),
-reach AS (SELECT count(*) AS n, max(planar) AS edge FROM cand),
-{_GRID}
-SELECT r.id, ST_X(r.position) AS lon, ST_Y(r.position) AS lat, r.distance_m, grid.code AS grid_code,
-       reach.n AS candidates, reach.edge, {_FEATURE}
-FROM reach
-LEFT JOIN near r ON true
-LEFT JOIN grid ON true
-ORDER BY r.distance_m, r.id"""
+SELECT {_GRID} AS grid_code, near.*
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT cand.*, count(*) OVER () AS scanned, max(cand.planar) OVER () AS reach
+    FROM (SELECT {_COLUMNS}, r.position <-> {_POINT} AS planar
+          FROM responders r
+          WHERE {_FILTERS}
+          ORDER BY r.position <-> {_POINT}
+          LIMIT CAST(:m AS int)) cand
+    ORDER BY cand.distance_m, cand.id
+    LIMIT CAST(:k AS int)) near ON true"""
 
 # Planar KNN finds k candidates; the farthest of them, geodesically, bounds the k geodesically nearest. All
 # responders within that bound's radius are then sorted by geodesic metres, ties by id.
@@ -100,21 +89,17 @@ cand AS (
     LIMIT CAST(:k AS int)),
 bound AS (
     SELECT least(max(ST_Distance(geography(c.position), geography(pt.g))), CAST(:max_distance AS float8)) AS d
-    FROM cand c, pt),
-near AS (
-    SELECT r.*, ST_Distance(geography(r.position), geography(pt.g)) AS distance_m
+    FROM cand c, pt)
+SELECT {_GRID} AS grid_code, near.*
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT {_COLUMNS}
     FROM responders r, pt, bound
     WHERE {_FILTERS}
       AND ST_DWithin(r.position, pt.g, {_RADIUS.format(d="bound.d")})
       AND ST_Distance(geography(r.position), geography(pt.g)) <= bound.d
     ORDER BY distance_m, r.id
-    LIMIT CAST(:k AS int)),
-{_GRID}
-SELECT r.id, ST_X(r.position) AS lon, ST_Y(r.position) AS lat, r.distance_m, grid.code AS grid_code, {_FEATURE}
-FROM (SELECT 1) one
-LEFT JOIN near r ON true
-LEFT JOIN grid ON true
-ORDER BY r.distance_m, r.id"""
+    LIMIT CAST(:k AS int)) near ON true"""
 _CANDIDATES = Query(text(CANDIDATES_SQL))
 _NEAREST = Query(text(NEAREST_SQL))
 
@@ -129,24 +114,44 @@ def radius(metres: float, lat: float) -> float:
     return metres / (110000.0 * math.cos(math.radians(min(89.0, abs(lat) + metres / 110000.0)))) * 1.01 + 1e-9
 
 
-def proven(rows, lat: float, k: int, m: int, max_distance: float | None) -> bool:
-    """Whether CANDIDATES_SQL's rows (the k nearest of m candidates) are the k nearest of all responders."""
-    if rows[0]["candidates"] < m:  # the scan ran out: every responder that passes the filters was ranked
+def within(rows, max_distance: float | None) -> list:
+    """The responder rows (nearest first) within max_distance metres."""
+    return [row for row in rows
+            if row["id"] is not None and (max_distance is None or row["distance_m"] <= max_distance)]
+
+
+def proven(rows, near, lat: float, k: int, m: int, max_distance: float | None) -> bool:
+    """Whether `near` (CANDIDATES_SQL's rows within max_distance) are the k nearest of all responders."""
+    if rows[0]["id"] is None or rows[0]["scanned"] < m:  # the scan ran out: everyone who passes the filters was ranked
         return True
-    found = [row["distance_m"] for row in rows if row["id"] is not None]
-    reach = found[-1] if len(found) == k else max_distance  # as near as a responder outside may be to count
-    return reach is not None and radius(reach, lat) < rows[0]["edge"]
+    reach = near[-1]["distance_m"] if len(near) == k else max_distance  # as near as one outside may be to count
+    return reach is not None and radius(reach, lat) < rows[0]["reach"]
+
+
+def feature(row, grid_code: str | None, speed_mps: float) -> dict:
+    """A responder row of CANDIDATES_SQL or NEAREST_SQL as the Feature /dispatch/nearest returns."""
+    metres = row["distance_m"]
+    return {"type": "Feature", "id": row["id"],
+            "geometry": {"type": "Point", "coordinates": [round(row["lon"], 7), round(row["lat"], 7)]},
+            "properties": {
+                "responder_id": row["id"], "name": row["name"], "role": row["role"], "status": row["status"],
+                "distance_m": round(metres, 2), "eta_s": round(metres / speed_mps, 1),
+                "position_at": row["position_at"],
+                "position_age_s": None if row["age_s"] is None else round(row["age_s"], 1), "stale": row["stale"],
+                "same_grid": grid_code is not None and row["home_grid_code"] == grid_code,
+                "home_grid_code": row["home_grid_code"], "phone": row["phone"], "department": row["department_code"]}}
 
 
 @dataclass
 class NearestResult:
-    features: list[str]  # Feature texts, nearest first
+    features: list[dict]  # Features, nearest first
     ids: list[int]
     grid_code: str | None  # the active grid covering the point
     mode: str
 
 
-def _check(query: Nearest) -> Nearest:
+def checked(query: Nearest) -> Nearest:
+    """The query validated (400 naming the field), k clamped to 1..MAX_K."""
     if query.mode not in MODES:
         raise InvalidInput(f"Unknown mode {query.mode!r}; use straight or network.", field="mode")
     for values, allowed, name in ((query.statuses, RESPONDER_STATUSES, "status"), (query.roles, RESPONDER_ROLES, "role")):
@@ -165,22 +170,22 @@ def _check(query: Nearest) -> Nearest:
 async def nearest(conn, caller: Caller, query: Nearest, *, max_age_s: float, speed_mps: float,
                   network_candidates: int = 10) -> NearestResult:
     """The k nearest responders to a WGS84 point by geodesic metres (mode=network re-ranks by road time)."""
-    query = _check(query)
+    query = checked(query)
     k = max(query.k, network_candidates) if query.mode == "network" else query.k
     params = dict(lon=query.lon, lat=query.lat, k=k, scope=caller.scope, statuses=query.statuses or ["available"],
                   roles=query.roles, include_stale=query.include_stale, max_age=max_age_s,
                   max_distance=query.max_distance_m, speed=speed_mps)
     m = candidates(k)
     rows = await _CANDIDATES.fetch(conn, m=m, **params)
-    if not proven(rows, query.lat, k, m, query.max_distance_m):
+    near = within(rows, query.max_distance_m)
+    if not proven(rows, near, query.lat, k, m, query.max_distance_m):
         rows = await _NEAREST.fetch(conn, **params)
-    grid_code = rows[0]["grid_code"] if rows else None
-    rows = [row for row in rows if row["id"] is not None]
+        near = within(rows, None)
+    grid_code = rows[0]["grid_code"]
+    features = [feature(row, grid_code, speed_mps) for row in near]
     if query.mode == "network":
-        features = await _network_rerank(conn, query, rows)
-        return NearestResult([orjson.dumps(f).decode() for f in features][:query.k],
-                             [f["id"] for f in features][:query.k], grid_code, "network")
-    return NearestResult([row["feature"] for row in rows], [row["id"] for row in rows], grid_code, "straight")
+        features = (await _network_rerank(conn, query, near, features))[:query.k]
+    return NearestResult(features, [f["id"] for f in features], grid_code, query.mode)
 
 
 def _network_etas():
@@ -192,7 +197,7 @@ def _network_etas():
     return getattr(routing, "network_etas", None)
 
 
-async def _network_rerank(conn, query: Nearest, rows) -> list[dict]:
+async def _network_rerank(conn, query: Nearest, rows, features: list[dict]) -> list[dict]:
     """Road travel times for the straight-line candidates (geo.routing.network_etas), re-ranked by ETA,
     unreachable ones last (then by straight distance and id). The only place that calls the routing module."""
     network_etas = _network_etas()
@@ -208,11 +213,9 @@ async def _network_rerank(conn, query: Nearest, rows) -> list[dict]:
     if inspect.isawaitable(etas):
         etas = await etas
     by_id = {item["responder_id"]: item for item in etas}
-    features = []
-    for row in rows:
-        feature = orjson.loads(row["feature"])
-        props = feature["properties"]
-        found = by_id.get(row["id"]) or {}
+    for item in features:
+        props = item["properties"]
+        found = by_id.get(item["id"]) or {}
         eta = found.get("eta_s")
         props["straight_distance_m"], props["straight_eta_s"] = props["distance_m"], props["eta_s"]
         props["network_distance_m"] = None if found.get("distance_m") is None else round(found["distance_m"], 1)
@@ -221,7 +224,6 @@ async def _network_rerank(conn, query: Nearest, rows) -> list[dict]:
         props["unreachable_reason"] = found.get("reason")
         if found.get("route") is not None:
             props["route"] = found["route"]
-        features.append(feature)
     inf = float("inf")
     features.sort(key=lambda f: (f["properties"]["eta_s"] if f["properties"]["eta_s"] is not None else inf,
                                  f["properties"]["distance_m"], f["id"]))

@@ -90,6 +90,9 @@ class Area(Base):
         Index("areas_code_stable", "code", unique=True, postgresql_where=text("version_id IS NULL")),
         Index("areas_code_per_version", "version_id", "code", unique=True, postgresql_where=text("version_id IS NOT NULL")),
         Index("areas_geom_gist", "geom", postgresql_using="gist"),
+        # the point → grid lookup of one version (migration 0006; btree_gist)
+        Index("areas_grid_version_geom", "version_id", "geom", postgresql_using="gist",
+              postgresql_where=text("level = 'grid'")),
     )
 
 

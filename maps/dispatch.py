@@ -66,7 +66,7 @@ async def gather(conn, caller: Caller, lon: float, lat: float, k: int = 5, mode:
     query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=statuses, roles=roles, mode=mode)
     found = await dispatch.nearest(conn, caller, query, max_age_s=max_age_s, speed_mps=speed_mps,
                                    network_candidates=network_candidates)
-    candidates = [orjson.loads(f) for f in found.features]
+    candidates = found.features
     route = next((c["properties"].pop("route") for c in candidates if c["properties"].get("route")), None)
     for c in candidates:
         c["properties"].pop("route", None)
@@ -77,7 +77,7 @@ async def gather(conn, caller: Caller, lon: float, lat: float, k: int = 5, mode:
     fresh_ids = {c["id"] for c in candidates}
     reach = max((c["properties"].get("straight_distance_m") or c["properties"]["distance_m"] for c in candidates),
                 default=float("inf"))
-    stale = [f for f in map(orjson.loads, with_stale.features)
+    stale = [f for f in with_stale.features
              if f["properties"].get("stale") and f["id"] not in fresh_ids and f["properties"]["distance_m"] <= reach]
     note = None
     if mode == "network" and candidates and route is None:

@@ -192,10 +192,10 @@ async def nearest(
 
 def nearest_body(found: dispatch.NearestResult, lon: float, lat: float, speed_mps: float) -> bytes:
     """The /dispatch/nearest FeatureCollection (api/fast.py writes the same bytes for plain queries)."""
-    head = orjson.dumps({"lon": lon, "lat": lat, "grid_code": found.grid_code, "mode": found.mode,
-                         "speed_mps": speed_mps if found.mode == "straight" else None})
-    return (b'{"type":"FeatureCollection","numberReturned":%d,"query":%s,"features":[' % (len(found.features), head)
-            + ",".join(found.features).encode() + b"]}")
+    return orjson.dumps({"type": "FeatureCollection", "numberReturned": len(found.features),
+                         "query": {"lon": lon, "lat": lat, "grid_code": found.grid_code, "mode": found.mode,
+                                   "speed_mps": speed_mps if found.mode == "straight" else None},
+                         "features": found.features})
 
 
 @router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"])
