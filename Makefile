@@ -16,8 +16,8 @@ demo: db
 	@$(WANGGE) fixtures load --network
 	@echo "Token for the demo admin (also in .wangge/demo-token):"
 	@$(WANGGE) users demo-token
-	@echo "Map: http://127.0.0.1:8000/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
-	@echo "API docs: http://127.0.0.1:8000/docs"
+	@echo "Map: http://127.0.0.1:$${WANGGE_PORT:-8000}/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
+	@echo "API docs: http://127.0.0.1:$${WANGGE_PORT:-8000}/docs"
 	@$(WANGGE) serve
 
 ## The whole test suite against a throwaway database on the real PostGIS
