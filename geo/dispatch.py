@@ -40,10 +40,11 @@ _FILTERS = f"""r.position IS NOT NULL AND {VISIBLE}
       AND (CAST(:roles AS text[]) IS NULL OR r.role = ANY(CAST(:roles AS text[])))
       AND (CAST(:include_stale AS bool) OR {FRESH})"""
 _POINT = "ST_SetSRID(ST_MakePoint(CAST(:lon AS float8), CAST(:lat AS float8)), 4326)"
+_POINT_3857 = f"(SELECT ST_Transform({_POINT}, 3857))"  # a sub-select: transformed once, not once per row
 
 # The planar radius (degrees) that holds every point within :d geodesic metres of the point: 110 km per degree
 # of latitude is below the true 110.57 km, and the cos of the far edge widens it for the shorter degrees of
-# longitude. radius() below is the same formula in Python.
+# longitude (NEAREST_SQL's search in degrees).
 _RADIUS = ("{d} / (110000.0 * cos(radians(least(89.0, abs(CAST(:lat AS float8)) + {d} / 110000.0)))) "
            "* 1.01 + 1e-9")
 _GRID = f"""(SELECT a.code FROM areas a
@@ -58,22 +59,22 @@ _COLUMNS = f"""r.id, r.name, r.role, r.status, r.home_grid_code, r.phone, r.depa
        to_json(r.position_at) #>> '{{}}' AS position_at,
        date_part('epoch', now() - r.position_at) AS age_s, {STALE} AS stale"""
 
-# One KNN scan (`<->`, GiST) takes the :m planar-nearest candidates with their geodesic metres; the k nearest of
-# them by (metres, id) come back with the scan's size and reach (the planar distance of the last candidate). They
-# are the k geodesically nearest of all unless someone outside the candidates could be as near as the k-th: such a
-# one lies within radius(k-th metres) but beyond the reach. proven() checks that; when it fails (rare with
-# :m = 2k + 3), NEAREST_SQL answers instead. The grid covering the point comes back on every row (a row of nulls
-# when no responder passes the filters). The Features are built in Python (feature()): JSON in SQL cost the
-# database more than the rest of the query.
+# One KNN scan (`<->`, GiST) in Web Mercator (responders.position_3857) takes the :m nearest candidates with their
+# geodesic metres; the k nearest of them by (metres, id) come back with the scan's size and reach (the Mercator
+# distance of the last candidate). They are the k geodesically nearest of all unless someone outside the
+# candidates could be as near as the k-th: such a one lies within radius_3857(k-th metres) but beyond the reach.
+# proven() checks that; when it fails (rare with :m = k + 3), NEAREST_SQL answers instead. The grid covering the
+# point comes back on every row (a row of nulls when no responder passes the filters). The Features are built in
+# Python (feature()): JSON in SQL cost the database more than the rest of the query.
 CANDIDATES_SQL = f"""
 SELECT {_GRID} AS grid_code, near.*
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (
-    SELECT cand.*, count(*) OVER () AS scanned, max(cand.planar) OVER () AS reach
-    FROM (SELECT {_COLUMNS}, r.position <-> {_POINT} AS planar
+    SELECT cand.*, count(*) OVER () AS scanned, max(cand.mercator) OVER () AS reach
+    FROM (SELECT {_COLUMNS}, r.position_3857 <-> {_POINT_3857} AS mercator
           FROM responders r
           WHERE {_FILTERS}
-          ORDER BY r.position <-> {_POINT}
+          ORDER BY r.position_3857 <-> {_POINT_3857}
           LIMIT CAST(:m AS int)) cand
     ORDER BY cand.distance_m, cand.id
     LIMIT CAST(:k AS int)) near ON true"""
@@ -105,13 +106,16 @@ _NEAREST = Query(text(NEAREST_SQL))
 
 
 def candidates(k: int) -> int:
-    """How many planar-nearest candidates to rank for k: enough that proven() almost always holds."""
-    return 2 * k + 3
+    """How many Mercator-nearest candidates to rank for k: enough that proven() almost always holds."""
+    return k + 3
 
 
-def radius(metres: float, lat: float) -> float:
-    """_RADIUS in Python: planar degrees that hold every point within `metres` of a point at `lat`."""
-    return metres / (110000.0 * math.cos(math.radians(min(89.0, abs(lat) + metres / 110000.0)))) * 1.01 + 1e-9
+def radius_3857(metres: float, lat: float) -> float:
+    """Web Mercator metres that hold every point within `metres` geodesic metres of a point at `lat` (inf near the
+    poles). Along any path, Mercator length ≤ 1/(1 − e²) = 1.0067 × geodesic length / cos(latitude), and a path
+    of `metres` stays within metres / 110,574 m of the point's latitude (one degree of it is at least that long)."""
+    farthest = abs(lat) + metres / 110000.0
+    return math.inf if farthest >= 89.0 else metres * 1.01 / math.cos(math.radians(farthest)) + 1e-6
 
 
 def within(rows, max_distance: float | None) -> list:
@@ -125,7 +129,7 @@ def proven(rows, near, lat: float, k: int, m: int, max_distance: float | None) -
     if rows[0]["id"] is None or rows[0]["scanned"] < m:  # the scan ran out: everyone who passes the filters was ranked
         return True
     reach = near[-1]["distance_m"] if len(near) == k else max_distance  # as near as one outside may be to count
-    return reach is not None and radius(reach, lat) < rows[0]["reach"]
+    return reach is not None and radius_3857(reach, lat) < rows[0]["reach"]
 
 
 def feature(row, grid_code: str | None, speed_mps: float) -> dict:

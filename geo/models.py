@@ -4,7 +4,7 @@ from datetime import datetime
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer,
+    BigInteger, Boolean, CheckConstraint, Computed, DateTime, Float, ForeignKey, Index, Integer,
     SmallInteger, String, Text, func, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -180,6 +180,9 @@ class Responder(Base):
     home_grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     status: Mapped[str] = mapped_column(String(9), server_default="available")
     position = mapped_column(Geometry("POINT", srid=4326, spatial_index=False))
+    # Web Mercator copy for the nearest-responder KNN (migration 0007, geo.dispatch)
+    position_3857 = mapped_column(Geometry("POINT", srid=3857, spatial_index=False),
+                                  Computed("ST_Transform(position, 3857)", persisted=True))
     position_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), unique=True)
     is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
@@ -188,6 +191,7 @@ class Responder(Base):
         CheckConstraint(_in("role", RESPONDER_ROLES), name="responders_role"),
         CheckConstraint(_in("status", RESPONDER_STATUSES), name="responders_status"),
         Index("responders_position_gist", "position", postgresql_using="gist"),
+        Index("responders_position_3857_gist", "position_3857", postgresql_using="gist"),
     )
 
 

@@ -199,13 +199,16 @@ def test_network_mode_reranks_the_straight_candidates_by_road_eta(client, admin_
 
 
 def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_search(client, admin_headers, engine):
-    # At 60°N a degree of longitude is half a degree of latitude: the planar-nearest candidates are the row due
-    # north, while the geodesically nearest responder stands further east, beyond the candidates' planar reach.
+    # At 60°N Web Mercator stretches north-south distances 0.17 % more than east-west ones (and more to the north):
+    # the Mercator-nearest candidates are the responders east and west at 1000.5 m and more, while the
+    # geodesically nearest stands due north at 1000 m, beyond the candidates' Mercator reach.
     from geo import dispatch
 
     lon, lat = 106.0, 60.0
-    rows = [(f"north-{i}", "patrol", "available", *_offset(lon, lat, 0, 1000 + 10 * i), 0, None) for i in range(12)]
-    ids = _insert(engine, rows + [("east", "patrol", "available", *_offset(lon, lat, 90, 900), 0, None)])
+    azimuths = [80, 84, 88, 92, 96, 100, 260, 264, 268, 272, 276, 280]
+    rows = [(f"side-{i}", "patrol", "available", *_offset(lon, lat, az, 1000.5 + 0.05 * i), 0, None)
+            for i, az in enumerate(azimuths)]
+    ids = _insert(engine, rows + [("north", "patrol", "available", *_offset(lon, lat, 0, 1000), 0, None)])
     for k in (1, 3):
         params = {"lon": lon, "lat": lat, "k": k, "m": dispatch.candidates(k), "scope": "", "statuses": ["available"],
                   "roles": None, "include_stale": False, "max_age": MAX_AGE, "max_distance": 5000.0, "speed": 4.2}
@@ -218,7 +221,27 @@ def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_sea
         metres = _geod(lon, lat, [x for _, _, _, x, _, _, _ in rows], [y for _, _, _, _, y, _, _ in rows])
         expected = [ids[-1]] + [i for _, i in sorted(zip(metres, ids))][:k - 1]
         assert [f["id"] for f in body["features"]] == expected
-        assert body["features"][0]["properties"]["distance_m"] == pytest.approx(900, abs=0.01)
+        assert body["features"][0]["properties"]["distance_m"] == pytest.approx(1000, abs=0.01)
+
+
+def test_the_mercator_bound_holds_around_the_world():
+    # radius_3857(d, lat) must hold every point within d geodesic metres: checked against pyproj's Web Mercator
+    # for points in 72 directions at several distances and latitudes (the bound is what proven() relies on).
+    import math
+
+    from pyproj import Transformer
+
+    from geo import dispatch
+
+    mercator = Transformer.from_crs(4326, 3857, always_xy=True)
+    for lat in (-75.0, -40.0, 0.0, 22.5, 39.9, 60.0, 80.0):
+        for metres in (5.0, 300.0, 5000.0, 50000.0):
+            lons, lats, _ = GEOD.fwd(np.full(72, 116.0), np.full(72, lat), np.arange(0, 360, 5.0), np.full(72, metres))
+            x, y = mercator.transform(lons, lats)
+            x0, y0 = mercator.transform(116.0, lat)
+            farthest = max(math.hypot(a - x0, b - y0) for a, b in zip(x, y))
+            assert farthest < dispatch.radius_3857(metres, lat), (lat, metres)
+            assert farthest > 0.95 * dispatch.radius_3857(metres, lat) / 1.01  # and it is not loose
 
 
 def _lean(client, headers: dict, query: str) -> bytes | None:
