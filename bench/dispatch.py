@@ -52,6 +52,9 @@ def remove_responders(ctx: Bench) -> None:
         conn.execute(text("DELETE FROM responder_positions p USING responders r WHERE r.id = p.responder_id "
                           "AND r.is_synthetic AND r.name LIKE 'bench patrol %'"))
         conn.execute(text("DELETE FROM responder_positions WHERE source = 'bench'"))
+        # Fresh statistics first: after the ingest bench they still count the track as tiny, and the FK cascade's
+        # plan would then scan the whole track once per deleted responder (minutes, not seconds).
+        conn.execute(text("ANALYZE responder_positions"))
         conn.execute(text("DELETE FROM responders WHERE is_synthetic AND name LIKE 'bench patrol %'"))
 
 
