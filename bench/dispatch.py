@@ -78,7 +78,7 @@ def fallbacks(ctx: Bench, points) -> int:
                                      "max_distance": None, "speed": SPEED_MPS})
             names = [c.name for c in cur.description]
             rows = [dict(zip(names, row)) for row in cur]
-            count += not dispatch.proven(rows, dispatch.within(rows, None), lat, 5, m, None)
+            count += not dispatch.proven(rows, dispatch.ranked(rows, 5, None), lat, 5, m, None)
     return count
 
 

@@ -1,8 +1,11 @@
 """Dispatch: the nearest responders to a point (geodesic KNN, optional road re-ranking) and sending one."""
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
 
@@ -10,7 +13,7 @@ from geo import incidents, workflow
 from geo.auth import Caller
 from geo.errors import Conflict, DomainError, InvalidInput, NotFound
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
-from geo.responders import FRESH, STALE, VISIBLE
+from geo.responders import FRESH, VISIBLE
 from geo.sql import Query
 
 MAX_K = 100
@@ -40,7 +43,9 @@ _FILTERS = f"""r.position IS NOT NULL AND {VISIBLE}
       AND (CAST(:roles AS text[]) IS NULL OR r.role = ANY(CAST(:roles AS text[])))
       AND (CAST(:include_stale AS bool) OR {FRESH})"""
 _POINT = "ST_SetSRID(ST_MakePoint(CAST(:lon AS float8), CAST(:lat AS float8)), 4326)"
-_POINT_3857 = f"(SELECT ST_Transform({_POINT}, 3857))"  # a sub-select: transformed once, not once per row
+# Sub-selects: computed once per query, not once per row
+_POINT_3857 = f"(SELECT ST_Transform({_POINT}, 3857))"
+_POINT_GEOGRAPHY = f"(SELECT geography({_POINT}))"
 
 # The planar radius (degrees) that holds every point within :d geodesic metres of the point: 110 km per degree
 # of latitude is below the true 110.57 km, and the cos of the far edge widens it for the shorter degrees of
@@ -51,33 +56,28 @@ _GRID = f"""(SELECT a.code FROM areas a
     WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
       AND ST_Covers(a.geom, {_POINT})
     ORDER BY a.code LIMIT 1)"""
-# Per responder: what the Feature needs (built in Python by feature(): cheaper than JSON in SQL), its geodesic
-# metres on the WGS84 spheroid, and position_at as JSON renders it in the session's time zone.
-_COLUMNS = f"""r.id, r.name, r.role, r.status, r.home_grid_code, r.phone, r.department_code,
+# Per responder: what the Feature needs (built in Python by feature(): JSON, time formatting and ages cost the
+# database more than they cost Python) and its geodesic metres on the WGS84 spheroid.
+_COLUMNS = """r.id, r.name, r.role, r.status, r.home_grid_code, r.phone, r.department_code, r.position_at,
        ST_X(r.position) AS lon, ST_Y(r.position) AS lat,
-       ST_Distance(geography(r.position), geography({_POINT})) AS distance_m,
-       to_json(r.position_at) #>> '{{}}' AS position_at,
-       date_part('epoch', now() - r.position_at) AS age_s, {STALE} AS stale"""
+       ST_Distance(geography(r.position), {point}) AS distance_m"""
+_COLUMNS = _COLUMNS.format(point=_POINT_GEOGRAPHY)
 
-# One KNN scan (`<->`, GiST) in Web Mercator (responders.position_3857) takes the :m nearest candidates with their
-# geodesic metres; the k nearest of them by (metres, id) come back with the scan's size and reach (the Mercator
-# distance of the last candidate). They are the k geodesically nearest of all unless someone outside the
-# candidates could be as near as the k-th: such a one lies within radius_3857(k-th metres) but beyond the reach.
-# proven() checks that; when it fails (rare with :m = k + 3), NEAREST_SQL answers instead. The grid covering the
-# point comes back on every row (a row of nulls when no responder passes the filters). The Features are built in
-# Python (feature()): JSON in SQL cost the database more than the rest of the query.
+# One KNN scan (`<->`, GiST) in Web Mercator (responders.position_3857) takes the :m nearest candidates, in that
+# order, with their geodesic metres and Mercator distance; ranked() keeps the k nearest by (metres, id). They are
+# the k geodesically nearest of all unless someone outside the candidates could be as near as the k-th: such a
+# one lies within radius_3857(k-th metres) but beyond the last candidate. proven() checks that; when it fails
+# (rare with :m = k + 3), NEAREST_SQL answers instead. The grid covering the point and the database clock come
+# back on every row (a row of nulls when no responder passes the filters).
 CANDIDATES_SQL = f"""
-SELECT {_GRID} AS grid_code, near.*
+SELECT {_GRID} AS grid_code, now() AS db_now, cand.*
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (
-    SELECT cand.*, count(*) OVER () AS scanned, max(cand.mercator) OVER () AS reach
-    FROM (SELECT {_COLUMNS}, r.position_3857 <-> {_POINT_3857} AS mercator
-          FROM responders r
-          WHERE {_FILTERS}
-          ORDER BY r.position_3857 <-> {_POINT_3857}
-          LIMIT CAST(:m AS int)) cand
-    ORDER BY cand.distance_m, cand.id
-    LIMIT CAST(:k AS int)) near ON true"""
+    SELECT {_COLUMNS}, r.position_3857 <-> {_POINT_3857} AS mercator
+    FROM responders r
+    WHERE {_FILTERS}
+    ORDER BY r.position_3857 <-> {_POINT_3857}
+    LIMIT CAST(:m AS int)) cand ON true"""
 
 # Planar KNN finds k candidates; the farthest of them, geodesically, bounds the k geodesically nearest. All
 # responders within that bound's radius are then sorted by geodesic metres, ties by id.
@@ -91,7 +91,7 @@ cand AS (
 bound AS (
     SELECT least(max(ST_Distance(geography(c.position), geography(pt.g))), CAST(:max_distance AS float8)) AS d
     FROM cand c, pt)
-SELECT {_GRID} AS grid_code, near.*
+SELECT {_GRID} AS grid_code, now() AS db_now, near.*
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (
     SELECT {_COLUMNS}
@@ -118,30 +118,41 @@ def radius_3857(metres: float, lat: float) -> float:
     return math.inf if farthest >= 89.0 else metres * 1.01 / math.cos(math.radians(farthest)) + 1e-6
 
 
-def within(rows, max_distance: float | None) -> list:
-    """The responder rows (nearest first) within max_distance metres."""
-    return [row for row in rows
-            if row["id"] is not None and (max_distance is None or row["distance_m"] <= max_distance)]
+def ranked(rows, k: int, max_distance: float | None) -> list:
+    """The k nearest responder rows by (geodesic metres, id) within max_distance metres."""
+    found = sorted((row for row in rows if row["id"] is not None), key=lambda row: (row["distance_m"], row["id"]))
+    return [row for row in found if max_distance is None or row["distance_m"] <= max_distance][:k]
 
 
 def proven(rows, near, lat: float, k: int, m: int, max_distance: float | None) -> bool:
-    """Whether `near` (CANDIDATES_SQL's rows within max_distance) are the k nearest of all responders."""
-    if rows[0]["id"] is None or rows[0]["scanned"] < m:  # the scan ran out: everyone who passes the filters was ranked
+    """Whether `near` (ranked() of CANDIDATES_SQL's m candidate rows) are the k nearest of all responders."""
+    scanned = [row["mercator"] for row in rows if row["id"] is not None]
+    if len(scanned) < m:  # the scan ran out: everyone who passes the filters was ranked
         return True
     reach = near[-1]["distance_m"] if len(near) == k else max_distance  # as near as one outside may be to count
-    return reach is not None and radius_3857(reach, lat) < rows[0]["reach"]
+    return reach is not None and radius_3857(reach, lat) < max(scanned)
 
 
-def feature(row, grid_code: str | None, speed_mps: float) -> dict:
-    """A responder row of CANDIDATES_SQL or NEAREST_SQL as the Feature /dispatch/nearest returns."""
-    metres = row["distance_m"]
+@functools.lru_cache(maxsize=8)
+def _zone(name: str):
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def feature(row, grid_code: str | None, speed_mps: float, now: datetime, max_age_s: float, zone) -> dict:
+    """A responder row of CANDIDATES_SQL or NEAREST_SQL as the Feature /dispatch/nearest returns: times in `zone`
+    (the session's, as JSON from SQL shows them), age and staleness against the database clock `now`."""
+    metres, at = row["distance_m"], row["position_at"]
+    fresh = at is not None and at >= now - timedelta(seconds=max_age_s)  # geo.responders.FRESH
     return {"type": "Feature", "id": row["id"],
             "geometry": {"type": "Point", "coordinates": [round(row["lon"], 7), round(row["lat"], 7)]},
             "properties": {
                 "responder_id": row["id"], "name": row["name"], "role": row["role"], "status": row["status"],
                 "distance_m": round(metres, 2), "eta_s": round(metres / speed_mps, 1),
-                "position_at": row["position_at"],
-                "position_age_s": None if row["age_s"] is None else round(row["age_s"], 1), "stale": row["stale"],
+                "position_at": None if at is None else at.astimezone(zone).isoformat(),
+                "position_age_s": None if at is None else round((now - at).total_seconds(), 1), "stale": not fresh,
                 "same_grid": grid_code is not None and row["home_grid_code"] == grid_code,
                 "home_grid_code": row["home_grid_code"], "phone": row["phone"], "department": row["department_code"]}}
 
@@ -181,12 +192,12 @@ async def nearest(conn, caller: Caller, query: Nearest, *, max_age_s: float, spe
                   max_distance=query.max_distance_m, speed=speed_mps)
     m = candidates(k)
     rows = await _CANDIDATES.fetch(conn, m=m, **params)
-    near = within(rows, query.max_distance_m)
+    near = ranked(rows, k, query.max_distance_m)
     if not proven(rows, near, query.lat, k, m, query.max_distance_m):
         rows = await _NEAREST.fetch(conn, **params)
-        near = within(rows, None)
-    grid_code = rows[0]["grid_code"]
-    features = [feature(row, grid_code, speed_mps) for row in near]
+        near = ranked(rows, k, None)
+    grid_code, now, zone = rows[0]["grid_code"], rows[0]["db_now"], _zone(conn.get_settings().TimeZone)
+    features = [feature(row, grid_code, speed_mps, now, max_age_s, zone) for row in near]
     if query.mode == "network":
         features = (await _network_rerank(conn, query, near, features))[:query.k]
     return NearestResult(features, [f["id"] for f in features], grid_code, query.mode)

@@ -215,7 +215,7 @@ def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_sea
         with engine.connect() as conn:
             found = conn.execute(text(dispatch.CANDIDATES_SQL), params).mappings().all()
         assert ids[-1] not in [row["id"] for row in found]  # the candidates miss it ...
-        near = dispatch.within(found, 5000.0)
+        near = dispatch.ranked(found, k, 5000.0)
         assert not dispatch.proven(found, near, lat, k, params["m"], 5000.0)  # ... and know they may have
         body = _nearest(client, admin_headers, lon=lon, lat=lat, k=k, max_distance=5000)
         metres = _geod(lon, lat, [x for _, _, _, x, _, _, _ in rows], [y for _, _, _, _, y, _, _ in rows])
