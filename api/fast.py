@@ -127,7 +127,11 @@ def _token(headers) -> str | None:
 def _params(query_string: bytes, names: frozenset) -> dict | None:
     """The query parameters (as Starlette parses them) with WGS84 lon, lat in range, or None if anything is
     missing, repeated, unknown or not plain."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    query = query_string.decode("latin-1")
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:  # nothing to unquote: parse_qsl's split, at a quarter of its cost
+        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
     params = dict(pairs)
     if len(params) != len(pairs) or not params.keys() <= names or params.get("crs", "EPSG:4326") != "EPSG:4326":
         return None
