@@ -17,7 +17,7 @@ from sqlalchemy import text
 from bench import floor
 from bench.context import Bench
 from bench.report import Result, Row
-from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
+from bench.runners import CLIENTS, THREADS, interleaved, pgbench, write_requests, wrk
 from geo import dispatch, responders
 
 TARGET_RESPONDERS = 100_000
@@ -118,17 +118,21 @@ def dispatch_nearest(ctx: Bench) -> Result:
 def _nearest(ctx: Bench, points, total: int) -> Result:
     unproven = fallbacks(ctx, points)
     same = pgbench(ctx, "dispatch_nearest_full", service_sql())
-    bare = pgbench(ctx, "dispatch_nearest_bare", bare_sql())
     data = write_requests("dispatch_nearest", ctx.bench_token(),
                           [("GET", f"/dispatch/nearest?lon={lon!r}&lat={lat!r}&k=5", None) for _, lon, lat in points])
+    floor_data = write_requests("dispatch_floor", ctx.bench_token(),
+                                [("GET", f"/?lon={lon!r}&lat={lat!r}", None) for _, lon, lat in points])
     with httpx.Client(base_url=ctx.server(), headers={"Authorization": f"Bearer {ctx.bench_token()}"},
                       timeout=30) as client:
         problems = spot_check(ctx, client)  # also warms both workers
-    http = wrk(ctx, "requests.lua", data)
     with floor.serve(ctx.url) as url:  # the bare KNN behind a bare ASGI app: the most any HTTP path keeps here
-        floor_data = write_requests("dispatch_floor", ctx.bench_token(),
-                                    [("GET", f"/?lon={lon!r}&lat={lat!r}", None) for _, lon, lat in points])
-        bottom = wrk(SimpleNamespace(seconds=ctx.seconds, server=lambda: url), "requests.lua", floor_data)
+        at = lambda seconds, server=ctx.server: SimpleNamespace(seconds=seconds, server=server, url=ctx.url,
+                                                               points=ctx.points)
+        # The three throughputs compared with each other, in alternating rounds (the machine's speed drifts).
+        runs = interleaved({"bare": lambda s: pgbench(at(s), "dispatch_nearest_bare", bare_sql()),
+                            "http": lambda s: wrk(at(s), "requests.lua", data),
+                            "floor": lambda s: wrk(at(s, lambda: url), "requests.lua", floor_data)}, ctx.seconds)
+    bare, http, bottom = runs["bare"], runs["http"], runs["floor"]
     rows = [
         Row("/dispatch/nearest k=5, 100k responders: throughput vs the same SQL (req/s)", http["rps"], same["rps"],
             "req/s"),
@@ -143,7 +147,9 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
         f"/dispatch/nearest: {total:,} responders ({total - 1566:,} synthetic patrols from ST_GeneratePoints over "
         f"the district, all available with fresh positions); wrk -t{THREADS} -c{CLIENTS} -d{int(ctx.seconds)}s "
         f"over {len(points):,} sample points, mode=straight, k=5; {http['requests']:,.0f} requests, "
-        f"{http['non2xx']:.0f} non-2xx. The service ranks by exact geodesic metres (KNN candidates, checked "
+        f"{http['non2xx']:.0f} non-2xx; the bare KNN, this and the floor ran in {len(http['rounds'])} alternating rounds "
+        f"of {int(ctx.seconds) // len(http['rounds'])} s (req/s per round: bare {bare['rounds']}, service {http['rounds']}, "
+        f"floor {bottom['rounds']}); latency percentiles are the worst round's. The service ranks by exact geodesic metres (KNN candidates, checked "
         "against the planar reach of the scan, else the two-pass ST_DWithin search), adds ETA, "
         "position age, stale flag and same_grid.",
         f"Raw 'same SQL': pgbench -M prepared running geo.dispatch.CANDIDATES_SQL with literal parameters "

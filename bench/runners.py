@@ -78,3 +78,21 @@ def write_requests(name: str, token: str, requests: list[tuple[str, str, str | N
     path.write_text(f"return {{\n  token = {json.dumps(token)},\n  requests = {{\n{items}\n  }},\n}}\n")
     path.chmod(0o600)
     return path
+
+
+def interleaved(runs: dict, seconds: float, rounds: int = 4) -> dict[str, dict]:
+    """Run each of `runs` (name → run(seconds) → pgbench/wrk result) `rounds` times, in turn, seconds/rounds each,
+    so that every side sees the same stretches of this noisy machine; merged: requests and errors summed, rps over
+    the summed time, latency percentiles the worst round's."""
+    parts: dict[str, list[dict]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            parts[name].append(run(max(1, round(seconds / rounds))))
+    merged = {}
+    for name, results in parts.items():
+        requests = sum(r["requests"] for r in results)
+        merged[name] = {**{k: max(r[k] for r in results) for k in results[0] if k.startswith("p")},
+                        **{k: sum(r[k] for r in results) for k in ("failed", "non2xx", "socket_errors") if k in results[0]},
+                        "requests": requests, "rps": requests / sum(r["requests"] / r["rps"] for r in results),
+                        "rounds": [round(r["rps"]) for r in results]}
+    return merged
