@@ -167,6 +167,17 @@ def defects(client, admin_headers, engine):
         hole = _wgs(_square(grids.set_index("code").geometry[j].buffer(-20).representative_point(), 10))
         _set_geom(conn, v, j, wgs[j].difference(hole))
         planted["hole"] = j
+        # a grid in two parts: K takes a 10 m square from the middle of L, a grid of its community it does not touch
+        def far_sibling(k) -> str | None:
+            return next((g.code for g in grids.itertuples() if g.code[:12] == k.code[:12] and g.code != k.code
+                         and not g.geom.buffer(-20).is_empty and not g.geom.intersects(k.geom)), None)
+
+        k = pick(lambda g: far_sibling(g) is not None)
+        ell = far_sibling(next(g for g in grids.itertuples() if g.code == k))
+        piece = _wgs(_square(grids.set_index("code").geometry[ell].buffer(-20).representative_point(), 10))
+        _set_geom(conn, v, k, wgs[k].union(piece))
+        _set_geom(conn, v, ell, wgs[ell].difference(piece))
+        planted["multipart"] = k
         # unbalanced and unstaffed grids
         high, low, w = (pick(lambda g: 255 <= g.households <= 345) for _ in range(3))
         conn.execute(text("UPDATE areas SET households = CASE code WHEN :h THEN 520 ELSE 120 END "
@@ -191,6 +202,7 @@ def test_planted_defects_are_found_exactly_with_their_areas(client, admin_header
     assert any(k[0] == "gap" and planted["gap"] in k[1] for k in got)
     assert ("hole", (planted["hole"],)) in got and got[("hole", (planted["hole"],))] == [pytest.approx(100, rel=0.01)]
     assert ("outside_community", (planted["outside_community"],)) in got
+    assert got[("multipart", (planted["multipart"],))] == [pytest.approx(100, rel=0.01)]
     assert [k for k in got if k[0] == "invalid_geometry"] == [("invalid_geometry", (planted["invalid_geometry"][0],))]
     invalid = next(f for f in body["features"] if f["properties"]["kind"] == "invalid_geometry")
     assert invalid["properties"]["severity"] == "error" and "Self-intersection" in invalid["properties"]["message"]
@@ -281,8 +293,13 @@ def test_untouched_draft_passes_and_planted_slivers_snap_away(client, admin_head
             inside = (x for x in _neighbours(utm, 60) if x[0][:12] == x[1][:12])
             p, q, gap_edge = next(inside)
             r, s, overlap_edge = next(x for x in inside if x[0][:12] != p[:12])
+            def stick_of(x):
+                return _wgs(_square(x[2].interpolate(0.5, normalized=True), 1)).intersection(wgs[x[1]])
+
+            # a stick that stays attached once in lon/lat (not an island that also makes the grid multipart)
             t, u, cross_edge = next(x for x in _neighbours(utm, 60) if x[0][:12] != x[1][:12]
-                                    and not {x[0][:12], x[1][:12]} & {p[:12], r[:12]})
+                                    and not {x[0][:12], x[1][:12]} & {p[:12], r[:12]}
+                                    and len(shapely.get_parts(wgs[x[0]].union(stick_of(x)))) == 1)
             # a 1 m square centred on a shared edge: half of it (0.5 m²) is cut from p, half of it is added to r
             # (inside its community) and to t (beyond its community, into u's)
             cut = _wgs(_square(gap_edge.interpolate(0.5, normalized=True), 1))
