@@ -34,6 +34,7 @@ class NewIncident:
     input_crs: str = "EPSG:4326"
     reporter_contact: dict | None = None
     idempotency_key: str | None = None
+    synthetic: bool = False  # simulated or test traffic (wangge simulate), kept apart like the demo's history
     extra: dict = field(default_factory=dict)
 
 
@@ -70,12 +71,13 @@ dup AS (
 ins AS (
     INSERT INTO incidents (category_code, description, source, reporter_id, reporter_contact, input_crs, status,
                            reported_at, due_at, grid_id, grid_code, grid_version_id, assignee_id, department_code,
-                           duplicate_of, idempotency_key, geom)
+                           duplicate_of, idempotency_key, is_synthetic, geom)
     SELECT CAST(:category AS text), CAST(:description AS text), CAST(:source AS text), CAST(:reporter AS int),
            CAST(:contact AS jsonb), CAST(:crs AS text),
            CASE WHEN grid.id IS NULL THEN 'unassigned' ELSE 'reported' END,
            CAST(:now AS timestamptz), CAST(:due AS timestamptz), grid.id, grid.code, grid.version_id,
-           grid.worker_id, CAST(:department AS text), (SELECT id FROM dup), CAST(:key AS text), pt.g
+           grid.worker_id, CAST(:department AS text), (SELECT id FROM dup), CAST(:key AS text),
+           CAST(:synthetic AS bool), pt.g
     FROM pt LEFT JOIN grid ON true
     RETURNING id, status, duplicate_of),
 ev AS (
@@ -121,6 +123,7 @@ async def create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
             reporter=caller.id, contact=orjson.dumps(new.reporter_contact).decode() if new.reporter_contact else None,
             crs=new.input_crs, now=now, due=due, department=category["department_code"],
             key=new.idempotency_key, event_data=orjson.dumps({"crs": new.input_crs, **new.extra}).decode(),
+            synthetic=new.synthetic,
         )
         incident_id, status = row["id"], row["status"]
         if status == "unassigned":  # kept, never dropped or snapped: suggest the nearest grid

@@ -353,3 +353,13 @@ class RoadEdge(Base):
                         name="road_edges_costs"),
         Index("road_edges_geom_gist", "geom", postgresql_using="gist"),
     )
+
+
+class DemoLoad(Base):
+    """The time anchor of a loaded synthetic demo: its year ends at `as_of` (see fixtures/synth.py)."""
+
+    __tablename__ = "demo_loads"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seed: Mapped[int] = mapped_column(Integer)
+    loaded_at: Mapped[datetime] = _now()

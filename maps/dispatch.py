@@ -287,6 +287,10 @@ def _head(data: DispatchData, rows: list[dict]) -> str:
     if not rows:
         body.append('<tr><td colspan="7" class="muted">附近没有符合条件的处置力量 no responder matches</td></tr>')
     note = f'<div class="muted" style="color:#8a4b00">{_esc(data.network_note)}</div>' if data.network_note else ""
+    if not data.candidates and data.stale:  # say why the list is empty: positions stopped arriving
+        note += (f'<div class="wg-grid-note out wg-all-stale">附近 {len(data.stale)} 名处置力量的定位均已过期，'
+                 '无法排名：请检查其定位上报（演示环境请运行 wangge simulate）。All nearby positions are stale: '
+                 'check that responders are reporting.</div>')
     filt = f'状态 {_esc(data.filters.get("status"))}' + (f' · 角色 {_esc(data.filters["role"])}'
                                                          if data.filters.get("role") else "")
     return f"""<div class="wg-panel wg-head">

@@ -2,6 +2,7 @@
 
 import os
 import uuid
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -9,8 +10,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from api.settings import Settings
+from geo.timelimits import TZ
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The loaded demo's anchor: its year ends when the session starts. Tests take "now" from here, never from a date.
+DEMO_END = datetime.now(TZ).replace(microsecond=0)
+FIRST_DAY = DEMO_END.date() - timedelta(days=364)  # the demo year's local days, first and last
+LAST_DAY = DEMO_END.date()
 
 
 def _server_url(settings: Settings) -> str:
@@ -37,7 +43,7 @@ def scratch_url():
         from geo.db import sync_engine
 
         engine = sync_engine(url)
-        load(engine, lambda: synth.build(streets=2))
+        load(engine, lambda: synth.build(streets=2, end=DEMO_END))
         engine.dispose()
         yield url
 
@@ -82,7 +88,7 @@ def demo(engine):
     from fixtures import synth
     from fixtures.load import load
 
-    district = synth.build()
+    district = synth.build(end=DEMO_END)
     report = load(engine, lambda: district)
     return district, report
 

@@ -2,6 +2,7 @@
 against an independent shapely / geopandas / pandas / numpy computation."""
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import geopandas as gpd
@@ -13,10 +14,10 @@ from sqlalchemy import text
 
 from geo import coverage, hotspots
 from geo.auth import Caller
-from tests.conftest import make_token
+from tests.conftest import FIRST_DAY, LAST_DAY, make_token
 
 UTM = "EPSG:32650"
-YEAR = {"from": "2025-11-15", "to": "2026-11-15"}
+YEAR = {"from": FIRST_DAY.isoformat(), "to": (LAST_DAY + timedelta(days=1)).isoformat()}  # the demo year
 OLD = 10**8  # max_age_s: every position counts, whatever the time the suite reaches this module
 
 
@@ -223,8 +224,9 @@ def test_grid_hotspots_match_an_independent_gi_star(client, admin_headers, engin
     with engine.connect() as conn:
         counts = pd.read_sql(text(
             "SELECT grid_code, count(*) AS n FROM incidents WHERE grid_code LIKE '110102003%' "
-            "AND status NOT IN ('void', 'rejected') AND reported_at >= '2025-11-15T00:00:00+08:00' "
-            "AND reported_at < '2026-11-15T00:00:00+08:00' GROUP BY 1"), conn).set_index("grid_code").n
+            "AND status NOT IN ('void', 'rejected') AND reported_at >= CAST(:f AS timestamp) AT TIME ZONE 'Asia/Shanghai' "
+            "AND reported_at < CAST(:t AS timestamp) AT TIME ZONE 'Asia/Shanghai' GROUP BY 1"),
+            conn, params={"f": YEAR["from"], "t": YEAR["to"]}).set_index("grid_code").n
     x = street.code.map(counts).fillna(0).to_numpy(float)
     geoms = street.geometry.values
     adjacency = np.array([[float(i != j and geoms[i].intersects(geoms[j])) for j in range(len(geoms))]

@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlalchemy import text
 
 from tests import browser
-from tests.conftest import make_token
+from tests.conftest import FIRST_DAY, LAST_DAY, make_token
 
 SHOTS = Path(__file__).resolve().parent.parent / ".wangge" / "screenshots"
-YEAR = {"from": "2025-11-15", "to": "2026-11-14"}  # the demo year (fixtures.synth.END is 2026-11-15 local)
+YEAR = {"from": FIRST_DAY.isoformat(), "to": LAST_DAY.isoformat()}  # the demo year's first and last local day
 MAX_PAGE_BYTES = 3_000_000
 # Basemap tiles cannot load here (no network) and the sandbox's DNS takes 1-5 s to say so; in the field
 # they load alongside the page. Fail them at once so the timing measures the page itself.
@@ -75,7 +75,7 @@ def test_district_page_with_the_full_year_is_light_and_renders_every_layer_in_ch
     for field in ('name="category"', 'name="status"', 'name="from"', 'name="to"'):
         assert field in dom
     assert "热力 heat" in dom and "超期事件 overdue" in dom  # layer control entries
-    assert re.search(r'href="/maps/incidents\?area=110102001&amp;status=all&amp;from=2025-11-15', dom)  # drill down
+    assert re.search(rf'href="/maps/incidents\?area=110102001&amp;status=all&amp;from={YEAR["from"]}', dom)  # drill down
 
 
 def test_default_view_screenshot_and_street_page(live_server, engine):
@@ -110,14 +110,16 @@ def test_category_filter_reduces_every_count_to_what_sql_says(client, admin_head
     everything = client.get("/maps/incidents", params=params, headers=admin_headers).text
     garbage = client.get("/maps/incidents", params={**params, "category": "0101"}, headers=admin_headers).text
     expected = _count(engine, "SELECT count(*) FROM incidents WHERE grid_code LIKE '110102001%' AND category_code = "
-                              "'0101' AND reported_at >= '2025-11-15 00:00+08' AND reported_at < '2026-11-15 00:00+08'")
+                              "'0101' AND reported_at >= CAST(:f AS date)::timestamp AT TIME ZONE 'Asia/Shanghai' "
+                              "AND reported_at < (CAST(:t AS date) + 1)::timestamp AT TIME ZONE 'Asia/Shanghai'",
+                      f=YEAR["from"], t=YEAR["to"])
     heat_all, heat_0101 = sum(c[2] for c in _heat(everything)), sum(c[2] for c in _heat(garbage))
     grids_all = sum(f["properties"]["m"] for f in _grid_features(everything))
     grids_0101 = sum(f["properties"]["m"] for f in _grid_features(garbage))
     assert 0 < heat_0101 == expected < heat_all
     assert 0 < grids_0101 <= expected and grids_0101 < grids_all
     assert all(row[3] == "0101" for row in _overdue_rows(garbage))
-    assert '"keep":"&category=0101&status=all&from=2025-11-15&to=2026-11-14"' in garbage  # links keep filters
+    assert f'"keep":"&category=0101&status=all&from={YEAR["from"]}&to={YEAR["to"]}"' in garbage  # links keep filters
 
 
 def test_overdue_markers_carry_history_and_a_json_link(client, admin_headers, engine):

@@ -1,6 +1,7 @@
 """Incident intake, assignment, idempotency, duplicates and the workflow, through the HTTP API."""
 
 import uuid
+from datetime import timedelta
 
 import geopandas as gpd
 import numpy as np
@@ -9,7 +10,7 @@ import shapely
 from pyproj import Geod
 from sqlalchemy import text
 
-from tests.conftest import make_token
+from tests.conftest import DEMO_END, make_token
 
 UTM50 = "EPSG:32650"
 GEOD = Geod(ellps="WGS84")
@@ -222,14 +223,15 @@ def test_grid_worker_sees_and_acts_only_on_own_incidents(client, engine, grids):
 
 
 def test_list_filters_and_keyset_paging(client, admin_headers, engine):
+    since, until = DEMO_END - timedelta(days=180), DEMO_END - timedelta(days=150)  # a month of the demo year
     with engine.connect() as conn:
         expected = conn.execute(text(
             "SELECT id FROM incidents WHERE grid_code LIKE '110102003%' AND status = 'closed' "
-            "AND category_code = '0101' AND reported_at >= '2026-06-01' AND reported_at < '2026-07-01' "
-            "ORDER BY reported_at DESC, id DESC")).scalars().all()
+            "AND category_code = '0101' AND reported_at >= :since AND reported_at < :until "
+            "ORDER BY reported_at DESC, id DESC"), {"since": since, "until": until}).scalars().all()
     seen, url = [], "/incidents"
-    params = {"area": "110102003", "status": "closed", "category": "0101", "since": "2026-06-01T00:00:00+00:00",
-              "until": "2026-07-01T00:00:00+00:00", "limit": 7}
+    params = {"area": "110102003", "status": "closed", "category": "0101", "since": since.isoformat(),
+              "until": until.isoformat(), "limit": 7}
     while url:
         page = client.get(url, params=params, headers=admin_headers).json()
         seen += [f["id"] for f in page["features"]]

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from geo import metrics
 from geo.auth import Caller
 from geo.timelimits import TZ
-from tests.conftest import make_token
+from tests.conftest import DEMO_END, FIRST_DAY, LAST_DAY, make_token
 
 # The definitions, restated for pandas (see geo/metrics.py): void and rejected never count; a case is due
 # once its deadline in [from, to) has passed (before as_of) or once it is done.
@@ -19,7 +19,7 @@ DONE = {"handled", "verified", "closed"}
 PENDING = {"unassigned", "reported", "filed", "dispatched", "in_progress", "returned"}
 NOT_CASES = {"void", "rejected"}
 COUNTS = ("due", "handled", "handled_on_time", "due_to_close", "closed", "reworked", "overdue_count")
-YEAR = {"from": "2025-11-15", "to": "2026-11-15"}  # the demo year, local dates
+YEAR = {"from": FIRST_DAY.isoformat(), "to": (LAST_DAY + timedelta(days=1)).isoformat()}  # the demo year, local dates
 
 
 def expected(frame: pd.DataFrame, code: str, t0, t1, as_of, child_len: int) -> dict:
@@ -112,7 +112,7 @@ def test_district_year_matches_pandas(district_year, frame):
 def test_district_year_looks_like_a_real_city(district_year):
     totals = district_year["totals"]
     assert district_year["area"] == {"code": "110102", "name": "西城区", "level": "district"}
-    assert district_year["from"] == "2025-11-15T00:00:00+08:00" and district_year["to"] == "2026-11-15T00:00:00+08:00"
+    assert district_year["from"] == f"{YEAR['from']}T00:00:00+08:00" and district_year["to"] == f"{YEAR['to']}T00:00:00+08:00"
     assert totals["due"] > 100_000
     assert 0.99 < totals["closure_rate"] <= 1 and 0.97 < totals["on_time_handling_rate"] <= totals["handling_rate"]
     assert 0 < totals["rework_rate"] < 0.01
@@ -128,7 +128,8 @@ def test_children_and_breakdowns_add_up_to_the_totals(district_year):
 
 def test_window_reaching_past_now_counts_cases_done_before_their_deadline(client, admin_headers, frame):
     end = (datetime.now(TZ) + timedelta(days=60)).isoformat()
-    reply = client.get("/analysis/performance", params={"area": "110102003", "from": "2026-10-01", "to": end},
+    start = (DEMO_END - timedelta(days=45)).date().isoformat()
+    reply = client.get("/analysis/performance", params={"area": "110102003", "from": start, "to": end},
                        headers=admin_headers).json()
     t0, t1, as_of = bounds(reply)
     assert as_of < t1

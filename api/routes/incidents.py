@@ -39,6 +39,7 @@ class IncidentIn(BaseModel):
     crs: str = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
     source: str | None = Field(None, description=f"one of {', '.join(incidents.SOURCES)}")
     contact: Contact | None = None
+    synthetic: bool = Field(False, description="simulated or test traffic, such as `wangge simulate` sends")
 
     @model_validator(mode="after")
     def _one_location(self):
@@ -87,7 +88,7 @@ async def report(body: IncidentIn, conn: Conn, caller: CurrentCaller,
         category=body.category, lon=lon, lat=lat, description=body.description,
         source=body.source or _default_source(caller.role), input_crs=crs.normalize_crs(body.crs),
         reporter_contact=body.contact.model_dump(exclude_none=True) if body.contact else None,
-        idempotency_key=idempotency_key,
+        idempotency_key=idempotency_key, synthetic=body.synthetic,
     )
     text, created = await incidents.create(conn, caller, new)
     response = feature(text)
