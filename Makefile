@@ -11,14 +11,18 @@ db: deps
 	@$(WANGGE) db start
 	@$(WANGGE) db migrate
 
-## Set everything up, load the demo district and serve http://127.0.0.1:8000
+## Set everything up, load the demo district (its year ending now) and serve http://127.0.0.1:8000 with a
+## live feed of synthetic incidents and responder pings beside it (WANGGE_SIMULATE=0 turns the feed off)
 demo: db
-	@$(WANGGE) fixtures load --network
+	@$(WANGGE) fixtures load --network --renew-after 24
 	@echo "Token for the demo admin (also in .wangge/demo-token):"
 	@$(WANGGE) users demo-token
 	@echo "Map: http://127.0.0.1:$${WANGGE_PORT:-8000}/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
 	@echo "API docs: http://127.0.0.1:$${WANGGE_PORT:-8000}/docs"
-	@$(WANGGE) serve
+	@if [ "$${WANGGE_SIMULATE:-1}" != 0 ]; then \
+	  $(WANGGE) simulate --wait & sim=$$!; trap 'kill $$sim 2>/dev/null; wait $$sim' EXIT INT TERM; \
+	fi; \
+	$(WANGGE) serve
 
 ## The whole test suite against a throwaway database on the real PostGIS
 test:

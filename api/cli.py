@@ -1,14 +1,16 @@
 """The `wangge` command: database, fixtures, users and the server."""
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from api.settings import Settings
+from geo.timelimits import TZ
 
 app = typer.Typer(help="Wangge grid management.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostGIS database (project-local cluster unless WANGGE_DATABASE_URL is set).",
@@ -35,7 +37,7 @@ def _cluster(settings: Settings):
     return LocalCluster(settings)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
@@ -94,16 +96,43 @@ def db_migrate() -> None:
     console.print("database schema is at head")
 
 
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--as-of {value!r} is not an ISO 8601 time; use e.g. 2026-11-15T09:00:00+08:00.")
+    return moment if moment.tzinfo else moment.replace(tzinfo=TZ)  # a naive time is Beijing time
+
+
 @fixtures_app.command("load")
 def fixtures_load(
     small: Annotated[bool, typer.Option(help="Only the first two streets (the fast test fixture).")] = False,
     replace: Annotated[bool, typer.Option(help="Drop the loaded demo data and load again.")] = False,
     network: Annotated[bool, typer.Option(help="Also the road-network demo: OSM Karhula (Finland) roads and "
                                                "buildings as area 990101 and network 'karhula'.")] = False,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="End the demo year at this ISO 8601 time (default: now); reproduces an earlier load "
+                        "exactly.")] = None,
+    renew_after_h: Annotated[float | None, typer.Option(
+        "--renew-after", help="Load again when the loaded demo's year ended more than this many hours ago.")] = None,
 ) -> None:
-    """Load the demo district (real 西城区 boundary, synthetic grids, buildings, workers and incidents)."""
+    """Load the demo district (real 西城区 boundary, synthetic grids, buildings, workers and incidents).
+
+    The demo year ends at the moment of loading, so open cases, deadlines and positions are current."""
     from fixtures import synth
-    from fixtures.load import load
+    from fixtures.load import anchor, load
+
+    end = _as_of(as_of)
+    if renew_after_h is not None and not replace:
+        with _engine().connect() as conn:
+            loaded = anchor(conn)
+        if loaded is None:  # no demo, or one loaded before the anchor was stored: (re)load it
+            replace = True
+        elif (datetime.now(timezone.utc) - loaded).total_seconds() > renew_after_h * 3600:
+            console.print(f"the loaded demo ends {loaded.isoformat()}, over {renew_after_h:g} h ago: loading it again")
+            replace = True
 
     steps = ["building the synthetic district", "catalog", "areas", "buildings and households", "grid workers",
              "incidents", "analyse"]
@@ -115,14 +144,21 @@ def fixtures_load(
         def step(name: str) -> None:
             progress.update(task, description=name, completed=steps.index(name))
 
-        report = load(_engine(), lambda: synth.build(streets=2 if small else None), replace=replace, step=step)
+        report = load(_engine(), lambda: synth.build(streets=2 if small else None, end=end), replace=replace,
+                      step=step)
         progress.update(task, completed=len(steps), description="done")
     verb = "already loaded" if report.skipped else f"loaded in {time.perf_counter() - started:.1f} s"
     console.print(f"demo district {verb} (grid version {report.version_id}): "
                   + ", ".join(f"{k} {v:,}" for k, v in report.counts.items()))
-    from fixtures.load import refresh_synthetic_positions
+    with _engine().connect() as conn:
+        loaded = anchor(conn)
+    console.print(f"the demo year ends at {loaded.isoformat() if loaded else 'an unknown time (load it again)'}")
+    if report.skipped and end is not None and loaded != end:
+        console.print(f"(not at --as-of {end.isoformat()}: add --replace to load the demo again at that time)")
+    if report.skipped and as_of is None:
+        from fixtures.load import refresh_synthetic_positions
 
-    console.print(f"{refresh_synthetic_positions(_engine()):,} synthetic responder positions stamped as current")
+        console.print(f"{refresh_synthetic_positions(_engine()):,} synthetic responder positions stamped as current")
     if network:
         from fixtures import network_demo
 
@@ -330,6 +366,47 @@ def plans_export(
     file.write_bytes(out.content)
     console.print(f"{file}: {out.grids:,} grids of plan {plan_id} ({out.media_type}, {len(out.content):,} bytes)",
                   highlight=False)
+
+
+@app.command()
+def simulate(
+    url: Annotated[str | None, typer.Option(help="The running service (default: from settings).")] = None,
+    rate: Annotated[float, typer.Option(help="New incidents per minute.")] = 15.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
+    ping_interval: Annotated[float, typer.Option(help="Seconds between each responder's position pings.")] = 60.0,
+    worked_share: Annotated[float, typer.Option(help="Share of new incidents dispatched and worked to closure.")] = 0.6,
+    step_scale: Annotated[float, typer.Option(help="Multiplies the delays between workflow steps.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible feed.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the service to come up first.")] = False,
+) -> None:
+    """A live city feed through the public API: new incidents, responders walking and pinging, cases worked to
+    closure. Its traffic is marked synthetic. Uses the demo admin token (.wangge/demo-token) or WANGGE_TOKEN."""
+    import os
+    import signal
+
+    from fixtures.simulate import Feed, run, wait_until_up
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    # make runs it in the background, where SIGINT is ignored: stop cleanly on SIGINT and SIGTERM alike
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+    settings = Settings()
+    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    token_file = settings.local_dir / "demo-token"
+    token = os.environ.get("WANGGE_TOKEN") or (token_file.read_text().strip() if token_file.exists() else "")
+    if not token:
+        _fail("No token: run `wangge users demo-token`, or set WANGGE_TOKEN.")
+    if rate <= 0 or ping_interval <= 0 or step_scale <= 0 or not 0 <= worked_share <= 1:
+        _fail("--rate, --ping-interval and --step-scale must be positive, and --worked-share between 0 and 1.")
+    if wait:
+        wait_until_up(base)
+    tally = run(base, token, Feed(rate_per_min=rate, duration_s=duration, ping_interval_s=ping_interval,
+                                  worked_share=worked_share, step_scale=step_scale, seed=seed), say=console.print)
+    for line in tally.lines():
+        console.print(f"  {line}")
 
 
 @app.command()
