@@ -2,18 +2,23 @@
 
 from contextlib import asynccontextmanager
 
+from pathlib import Path
+
+import asyncpg
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-import asyncpg
 
 from api import errors, fast
 from api.limits import BodyLimit
 from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incidents, jobs, maps, open311, plan_checks,
                         plan_edits, plan_files, plan_publish, plans)
 from api.settings import PROJECT_ROOT, Settings
-from geo import escalation
 from geo import jobs as job_runner
+from geo.incidents import escalation
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Grid management (网格化管理) on PostGIS: areas, point → grid lookup, maps.",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored assets, so /docs works without internet
+        redoc_url=None,
     )
     app.state.settings = settings
     errors.install(app)
@@ -54,6 +61,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                r"/plans(/\d+/import)?$": settings.bulk_max_bytes})  # plan files
     for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                    plan_checks, plan_files, plan_publish, jobs):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors.RESPONSES)
+    install_docs(app)  # before /static, which would shadow /static/docs
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app
+
+
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"  # Swagger UI and ReDoc, shipped in the wheel
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their scripts served by the app itself."""
+    app.mount("/static/docs", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=f"{app.title} – API", oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} – API",
+                              redoc_js_url="/static/docs/redoc.standalone.js",
+                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)

@@ -1,8 +1,11 @@
 """One table maps domain errors to HTTP statuses; every error reply has the same JSON shape."""
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo import errors
@@ -16,6 +19,38 @@ STATUS = {
     errors.OutsideEveryGrid: 404,
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
+}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, in words for a person, and which input to fix."""
+
+    code: str = Field(description="A stable machine-readable code, e.g. invalid_input, not_found, outside_every_grid.")
+    message: str = Field(description="What was wrong and how to fix it.")
+    field: str | None = Field(None, description="The parameter or body field at fault, when there is one.")
+    nearest_grid: str | None = Field(None, description="outside_every_grid: the code of the nearest grid.")
+    distance_m: float | None = Field(None, description="outside_every_grid: metres to that grid.")
+    allowed: list[str] | None = Field(None, description="illegal_transition: the actions allowed from here.")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error reply."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Bad input: the message says what was wrong and how to fix it.",
+    401: "No valid bearer token.",
+    403: "The caller's role may not do this.",
+    404: "Not found, or outside the caller's area.",
+    409: "Conflicts with the current state.",
+    413: "The body is too large.",
+    422: "The request does not match the documented parameters or body.",
+}
+# Documented on every route, in the shape the handlers below really send.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
 }
 
 
@@ -55,7 +90,28 @@ async def _http(request: Request, exc: StarletteHTTPException):
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def _document_errors_as_json(app: FastAPI) -> None:
+    """Error replies are always application/json, whatever the route's own media type (HTML, GeoJSON)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for item in spec["paths"].values():
+                for operation in item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if int(status) in _DESCRIPTIONS and "content" in response:
+                            schema = next(iter(response["content"].values()))
+                            response["content"] = {"application/json": schema}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
+
+
 def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the one shape, and document that shape."""
+    _document_errors_as_json(app)
     app.add_exception_handler(errors.DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from api.deps import cached_caller
 from api.routes.dispatch import csv_list, nearest_body
-from geo import areas, dispatch
+from geo.areas import hierarchy as areas
+from geo.dispatch import nearest as dispatch
 from geo.errors import DomainError
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 

@@ -6,6 +6,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_SUPERUSER = "wangge"  # the project-local cluster's database superuser
+
+
+class ClusterError(RuntimeError):
+    """The project-local cluster cannot be used as asked (not initialised, not startable, ...)."""
 
 
 class Settings(BaseSettings):
@@ -46,11 +51,15 @@ class Settings(BaseSettings):
         return f"postgresql://{rest}"
 
     def resolved_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        from api import localdb
+        return self.database_url or self.local_url()
 
-        return localdb.LocalCluster(self).url()
+    def local_url(self, dbname: str | None = None) -> str:
+        """URL of the project-local cluster, whose password `wangge db start` writes under local_dir."""
+        password_file = Path(self.local_dir) / "db-password"
+        if not password_file.exists():
+            raise ClusterError("The local cluster is not initialised yet: run `wangge db start`.")
+        password = password_file.read_text().strip()
+        return f"postgresql://{LOCAL_SUPERUSER}:{password}@127.0.0.1:{self.local_port}/{dbname or self.local_db}"
 
 
 def _with_driver(url: str, driver: str) -> str:

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from bench.context import Bench
 from bench.report import Result, Row
 from fixtures import catalog
-from geo.bulk import grid_scale, import_incidents
-from geo.timelimits import TZ
+from geo.incidents.bulk import grid_scale, import_incidents
+from geo.incidents.timelimits import TZ
 
 ROWS = 1_000_000
 SEED = 20261123

@@ -29,7 +29,7 @@ def bench_url(settings: Settings) -> str:
     if settings.database_url:
         url = make_url(settings.database_url).set(drivername="postgresql", database=DB_NAME)
         return url.render_as_string(hide_password=False)
-    from api.localdb import LocalCluster
+    from wangge.localdb import LocalCluster
 
     return LocalCluster(settings).url(DB_NAME)
 
@@ -37,7 +37,7 @@ def bench_url(settings: Settings) -> str:
 def recreate_database(settings: Settings) -> None:
     """Drop wangge_bench (closing its connections) and create it empty."""
     if not settings.database_url:
-        from api.localdb import LocalCluster
+        from wangge.localdb import LocalCluster
 
         cluster = LocalCluster(settings)
         cluster.drop_database(DB_NAME)

@@ -21,9 +21,9 @@ from sqlalchemy import text
 from bench.context import Bench
 from bench.report import Result, Row
 from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
-from geo import coverage as cov
-from geo import hotspots as hs
-from geo import routing
+from geo.analysis import coverage as cov
+from geo.analysis import hotspots as hs
+from geo.dispatch import routing
 
 DISTRICT = "110102"
 DISTANCE_M = 500

@@ -18,7 +18,8 @@ from bench import floor
 from bench.context import Bench
 from bench.report import Result, Row
 from bench.runners import CLIENTS, THREADS, interleaved, pgbench, write_requests, wrk
-from geo import dispatch, responders
+from geo.dispatch import nearest as dispatch
+from geo.dispatch import responders
 
 TARGET_RESPONDERS = 100_000
 SPEED_MPS, MAX_AGE_S = 4.2, 1800

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql
 from bench.context import Bench
 from bench.report import Result, Row
 from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
-from geo.areas import STATEMENTS
+from geo.areas.hierarchy import STATEMENTS
 
 LON, LAT = 123.456789, -12.3456789  # placeholders in the compiled SQL, replaced by reads from bench_points
 SPOT_CHECKS = 200

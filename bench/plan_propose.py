@@ -13,7 +13,7 @@ from bench.context import Bench
 from bench.coverage import _client, _ensure_network, _fmt, _remove_network
 from bench.plan_validation import draft
 from bench.report import Result, Row
-from geo import propose
+from geo.planning import propose
 
 COMMUNITY = "110102003004"
 DISTRICT = "110102"

@@ -14,7 +14,9 @@ from sqlalchemy import text
 from bench.context import Bench
 from bench.coverage import _client, _fmt, _median_time
 from bench.report import Result, Row
-from geo import plan_diff, plan_validation, publish
+from geo.planning import diff as plan_diff
+from geo.planning import validation as plan_validation
+from geo.planning import publish
 from geo.db import migrate
 
 REPS = 5  # rolled-back runs of each statement (median)
@@ -73,7 +75,7 @@ def plan_publish(ctx: Bench) -> Result:
         with ctx.engine.begin() as conn:
             conn.execute(RESHAPE, {"v": forward, "c": community})
             conn.execute(ROTATE_WORKERS, {"v": forward, "c": community})
-            from geo import plans
+            from geo.planning import plans
 
             plans.recount(conn, forward, list(conn.execute(text(
                 "SELECT code FROM areas WHERE version_id = :v AND left(code, 12) = :c"),

@@ -15,7 +15,7 @@ PGBENCH_SAMPLING = 0.1  # share of transactions logged for the latency percentil
 
 def pgbench_bin() -> str:
     try:
-        from api.localdb import find_bindir
+        from wangge.localdb import find_bindir
 
         path = find_bindir() / "pgbench"
         if path.exists():

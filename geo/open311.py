@@ -14,12 +14,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
-from geo import incidents, workflow
+from geo.incidents import intake as incidents
+
+from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
 from geo.models import Area, Department, Incident, IncidentCategory, IncidentEvent
 from geo.sql import Query, one_of
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 # Sortable; bump it when the catalog of services changes so clients refresh their cached service lists.

@@ -21,10 +21,16 @@ from branca.element import MacroElement
 from folium.template import Template
 from starlette.concurrency import run_in_threadpool
 
-from geo import coverage, hotspots, routing, stationing
+from geo.analysis import coverage
+
+from geo.analysis import hotspots
+
+from geo.dispatch import routing
+
+from geo.analysis import stationing
 from geo.auth import Caller
 from geo.errors import DomainError, InvalidInput
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 from maps import offline
 from maps.incidents import FONT, _esc, _js, _Raw
 

@@ -14,7 +14,7 @@ import orjson
 from branca.element import MacroElement
 from folium.template import Template
 
-from geo import dispatch
+from geo.dispatch import nearest as dispatch
 from geo.auth import Caller
 from geo.errors import Forbidden
 from maps import offline

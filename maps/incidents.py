@@ -15,8 +15,8 @@ from folium.plugins import FastMarkerCluster, HeatMap
 from folium.template import Template
 from folium.utilities import JsCode
 
-from geo.incident_map import MapData
-from geo.timelimits import TZ
+from geo.incidents.incident_map import MapData
+from geo.incidents.timelimits import TZ
 from maps import offline
 
 BASE = "/maps/incidents"

@@ -19,7 +19,7 @@ from folium.plugins import Draw
 from folium.template import Template
 from sqlalchemy import Connection, text
 
-from geo import plans
+from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Forbidden, NotFound
 from maps import offline

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from api.settings import Settings
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # The loaded demo's anchor: its year ends when the session starts. Tests take "now" from here, never from a date.
@@ -22,7 +22,7 @@ LAST_DAY = DEMO_END.date()
 def _server_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
-    from api.localdb import LocalCluster
+    from wangge.localdb import LocalCluster
 
     return LocalCluster(settings).url()
 

@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.settings import Settings
-from geo import escalation
-from geo.workflow import PENDING
+from geo.incidents import escalation
+from geo.incidents.workflow import PENDING
 from tests.conftest import DEMO_END, _throwaway_database, make_token
 from tests.test_metrics import check, expected
 
@@ -45,7 +45,7 @@ def frame(engine) -> pd.DataFrame:
 
 
 def target_level(overdue_h: pd.Series) -> pd.Series:
-    """Escalation level for hours overdue, restated from geo/escalation.py's rule."""
+    """Escalation level for hours overdue, restated from geo/incidents/escalation.py's rule."""
     level = pd.Series(0, index=overdue_h.index)
     for n, hours in enumerate(STEPS_H, start=1):
         level[overdue_h > hours] = n

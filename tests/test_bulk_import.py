@@ -12,10 +12,10 @@ import shapely
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from geo import bulk
+from geo.incidents import bulk
 from geo.crs import wgs84_to_gcj02
 from geo.errors import InvalidInput
-from geo.timelimits import TZ, due_at
+from geo.incidents.timelimits import TZ, due_at
 from tests.conftest import make_token
 
 UTM50 = "EPSG:32650"
@@ -374,7 +374,7 @@ def test_post_bulk_over_the_size_limit_gets_413(settings, admin_headers, inside)
 
 
 def test_cli_import_prints_the_counts_and_writes_the_reject_report(database_url, demo, inside, tmp_path, monkeypatch):
-    from api.cli import app
+    from wangge.cli import app
 
     monkeypatch.setenv("WANGGE_DATABASE_URL", database_url)
     path, report = tmp_path / "cli.csv", tmp_path / "rejects.csv"

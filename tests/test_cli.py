@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from api.cli import app
+from wangge.cli import app
 
 runner = CliRunner()
 

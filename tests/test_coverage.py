@@ -12,7 +12,9 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import coverage, hotspots
+from geo.analysis import coverage
+
+from geo.analysis import hotspots
 from geo.auth import Caller
 from tests.conftest import FIRST_DAY, LAST_DAY, make_token
 

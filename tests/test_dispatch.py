@@ -177,7 +177,7 @@ def test_network_mode_without_a_road_network_says_how_to_load_one(client, admin_
 
 
 def test_network_mode_reranks_the_straight_candidates_by_road_eta(client, admin_headers, engine, monkeypatch):
-    from geo import dispatch
+    from geo.dispatch import nearest as dispatch
 
     lon, lat = 105.0, 35.0
     ids = _insert(engine, [(f"net-{i}", "patrol", "available", *_offset(lon, lat, 30 * i, 100 * (i + 1)), 0, None)
@@ -202,7 +202,7 @@ def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_sea
     # At 60°N Web Mercator stretches north-south distances 0.17 % more than east-west ones (and more to the north):
     # the Mercator-nearest candidates are the responders east and west at 1000.5 m and more, while the
     # geodesically nearest stands due north at 1000 m, beyond the candidates' Mercator reach.
-    from geo import dispatch
+    from geo.dispatch import nearest as dispatch
 
     lon, lat = 106.0, 60.0
     azimuths = [80, 84, 88, 92, 96, 100, 260, 264, 268, 272, 276, 280]
@@ -231,7 +231,7 @@ def test_the_mercator_bound_holds_around_the_world():
 
     from pyproj import Transformer
 
-    from geo import dispatch
+    from geo.dispatch import nearest as dispatch
 
     mercator = Transformer.from_crs(4326, 3857, always_xy=True)
     for lat in (-75.0, -40.0, 0.0, 22.5, 39.9, 60.0, 80.0):

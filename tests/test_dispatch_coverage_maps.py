@@ -98,7 +98,7 @@ def test_dispatch_page_outside_every_grid_names_the_nearest(client, admin_header
 
 
 def test_dispatch_page_network_mode_draws_the_road_route(client, admin_headers, point, monkeypatch):
-    from geo import dispatch
+    from geo.dispatch import nearest as dispatch
 
     lon, lat = point
 

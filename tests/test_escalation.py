@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from geo import escalation
-from geo.escalation import LOCK_KEY, escalate, run
+from wangge.cli import app as cli
+from geo.incidents import escalation
+from geo.incidents.escalation import LOCK_KEY, escalate, run
 
 H = timedelta(hours=1)
 NEVER = (10**6, 10**6, 10**6)  # hours: nothing in the demo is that overdue, so runs write nothing
@@ -151,7 +151,7 @@ def test_cli_escalate_prints_what_moved(database_url, demo, monkeypatch):
 
 def test_cli_escalate_names_the_levels(monkeypatch):
     monkeypatch.setattr(escalation, "run", lambda conn, steps_h: escalation.Result(6, {1: 2, 3: 1}))
-    monkeypatch.setattr("api.cli._engine", lambda: _NoEngine())
+    monkeypatch.setattr("wangge.cli._engine", lambda: _NoEngine())
     result = CliRunner().invoke(cli, ["incidents", "escalate"])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())  # rich wraps long lines

@@ -163,7 +163,7 @@ def test_nothing_but_basemap_tiles_comes_from_the_network(client, admin_headers)
 def test_builder_is_pure_and_copes_with_an_area_without_incidents():
     from datetime import date, datetime, timezone
 
-    from geo.incident_map import MapData, parse_filters
+    from geo.incidents.incident_map import MapData, parse_filters
     from maps import incidents, offline
 
     square = '{"type":"Polygon","coordinates":[[[116.3,39.9],[116.301,39.9],[116.301,39.901],[116.3,39.9]]]}'

@@ -15,7 +15,7 @@ from tests.conftest import DEMO_END, make_token
 UTM50 = "EPSG:32650"
 GEOD = Geod(ellps="WGS84")
 
-# The workflow as the issue states it (written out here, independently of geo/workflow.py).
+# The workflow as the issue states it (written out here, independently of geo/incidents/workflow.py).
 LEGAL = {
     ("reported", "file"): "filed", ("filed", "dispatch"): "dispatched", ("returned", "dispatch"): "dispatched",
     ("dispatched", "start"): "in_progress", ("dispatched", "return"): "returned",

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from geo import metrics
+from geo.incidents import metrics
 from geo.auth import Caller
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 from tests.conftest import DEMO_END, FIRST_DAY, LAST_DAY, make_token
 
-# The definitions, restated for pandas (see geo/metrics.py): void and rejected never count; a case is due
+# The definitions, restated for pandas (see geo/incidents/metrics.py): void and rejected never count; a case is due
 # once its deadline in [from, to) has passed (before as_of) or once it is done.
 DONE = {"handled", "verified", "closed"}
 PENDING = {"unassigned", "reported", "filed", "dispatched", "in_progress", "returned"}

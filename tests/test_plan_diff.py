@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from tests.conftest import make_token
 
-# The open statuses as the workflow defines them (written out here, independently of geo/workflow.py).
+# The open statuses as the workflow defines them (written out here, independently of geo/incidents/workflow.py).
 OPEN = ["unassigned", "reported", "filed", "dispatched", "in_progress", "handled", "verified", "returned",
         "suspended"]
 GEOD = Geod(ellps="WGS84")
@@ -62,7 +62,7 @@ def reshape_draft(conn, plan_id: int, active: int) -> dict:
     d = busiest([a[:12], c[:12]])
     conn.execute(text("UPDATE areas SET worker_id = (SELECT worker_id FROM areas WHERE version_id = :v AND code = :b) "
                       "WHERE version_id = :v AND code = :d"), {"v": plan_id, "b": b, "d": d})
-    from geo import plans
+    from geo.planning import plans
 
     plans.recount(conn, plan_id, [a, b, c, new])
     return {"a": a, "b": b, "c": c, "new": new, "d": d}

@@ -362,7 +362,7 @@ def test_upload_mistakes_get_clear_errors(client, admin_headers, drafts, tmp_pat
 def test_a_file_in_a_crs_that_cannot_become_wgs84_is_refused(tmp_path):
     from pyproj import CRS
 
-    from geo import plan_files
+    from geo.planning import files as plan_files
     from geo.errors import InvalidInput
 
     local = CRS.from_wkt('LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
@@ -411,7 +411,7 @@ def test_post_plans_with_a_file_starts_a_draft_from_it(client, admin_headers, en
 # ------------------------------------------------------------------------------------------------------- CLI
 
 def test_cli_exports_and_imports_a_plan(database_url, engine, drafts, active, tmp_path, monkeypatch):
-    from api.cli import app
+    from wangge.cli import app
 
     monkeypatch.setenv("WANGGE_DATABASE_URL", database_url)
     runner = CliRunner()

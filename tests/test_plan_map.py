@@ -20,7 +20,7 @@ from shapely.ops import split as shapely_split
 from sqlalchemy import text
 from websockets.sync.client import connect
 
-from geo import plans
+from geo.planning import plans
 from geo.auth import Caller, create_user
 from tests import browser
 from tests.conftest import make_token

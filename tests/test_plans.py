@@ -22,7 +22,7 @@ def test_create_copies_the_active_version(client, admin_headers, engine):
 
 
 def test_stale_revision_is_a_conflict(engine, demo):
-    from geo import plans
+    from geo.planning import plans
     from geo.auth import Caller, create_user
     from geo.errors import Conflict
 

@@ -119,7 +119,7 @@ def test_propose_one_community_tiles_it_with_balanced_grids(client, admin_header
     assert others(after)["code"].tolist() == others(before)["code"].tolist()
     assert others(after).geom_equals(others(before)).all()
     try:
-        from geo import plan_validation
+        from geo.planning import validation as plan_validation
     except ImportError:
         return
     from geo.auth import Caller
@@ -131,7 +131,7 @@ def test_propose_one_community_tiles_it_with_balanced_grids(client, admin_header
 
 
 def test_same_seed_same_draft(engine, demo):
-    from geo import propose
+    from geo.planning import propose
 
     with engine.connect() as conn:
         polygon, ids, xy, hh, roads = propose.community_inputs(conn, COMMUNITY)
@@ -168,7 +168,7 @@ def test_cancel_a_district_proposal_leaves_the_plan_unchanged(client, admin_head
 
 
 def test_a_plan_edited_meanwhile_fails_the_job_and_keeps_the_edit(client, admin_headers, engine, plan):
-    from geo import plans
+    from geo.planning import plans
 
     rev = revision(client, admin_headers, plan)
     stale = client.post(f"/plans/{plan}/propose", headers=admin_headers,
@@ -258,7 +258,7 @@ def test_restart_fails_jobs_no_live_service_owns(settings, engine, database_url)
 
 
 def test_a_building_bigger_than_the_band_gets_its_own_grid_and_an_explanation():
-    from geo import propose
+    from geo.planning import propose
 
     rng = np.random.default_rng(5)
     community = shapely.Polygon([(116.30, 39.90), (116.31, 39.90), (116.31, 39.905), (116.305, 39.91),
@@ -291,7 +291,7 @@ def test_karhula_grids_follow_roads(scratch_url):
     from api.app import create_app
     from api.settings import Settings
     from fixtures import network_demo
-    from geo import propose
+    from geo.planning import propose
     from geo.db import sync_engine
 
     engine = sync_engine(scratch_url)

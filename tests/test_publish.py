@@ -115,7 +115,7 @@ def test_only_planners_publish_and_only_inside_their_area(db):
 
 
 def test_publish_gives_up_rather_than_wait_out_a_long_import(db):
-    from geo.publish import LOCK_TIMEOUT_S
+    from geo.planning.publish import LOCK_TIMEOUT_S
 
     plan = new_draft(db, "unchanged copy")
     before = active(db)
@@ -289,7 +289,7 @@ class _Server:
 def test_incidents_reported_during_a_publish_all_land_in_the_new_version(db):
     import httpx
 
-    from geo.bulk import import_incidents
+    from geo.incidents.bulk import import_incidents
 
     old = active(db)
     plan = new_draft(db, "published under load")

@@ -11,7 +11,7 @@ from pyproj import Geod, Transformer
 from fixtures import synth
 from fixtures.synth import build
 from geo.crs import to_wgs84
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 END = datetime(2027, 3, 3, 15, 20, 7, tzinfo=TZ)  # any moment: the demo year ends where it is told to
 
@@ -157,7 +157,7 @@ def test_open_cases_at_the_end_are_mostly_on_time(full):
     inc = full.incidents
     pending = inc.status.isin(["reported", "filed", "dispatched", "in_progress"])
     from fixtures.catalog import CATEGORIES
-    from geo.bulk import due_times
+    from geo.incidents.bulk import due_times
 
     overdue = pending & (due_times(inc.reported_at, inc.category_code, CATEGORIES) < pd.Timestamp(END))
     assert 0 < overdue.sum() < 0.15 * pending.sum()  # a working district: a few late, not most

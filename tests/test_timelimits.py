@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geo.timelimits import due_at, due_at_many
+from geo.incidents.timelimits import due_at, due_at_many
 
 BJ = ZoneInfo("Asia/Shanghai")
 

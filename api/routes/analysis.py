@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import Conn, CurrentCaller
-from geo import metrics
+from geo.incidents import metrics
 
 router = APIRouter(tags=["analysis"])
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Conn, CurrentCaller
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from geo import areas, crs
+from geo import crs
+from geo.areas import hierarchy as areas
 
 router = APIRouter(tags=["areas"])
 

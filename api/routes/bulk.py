@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, SettingsDep
 from api.uploads import spooled
-from geo import bulk, crs as crs_
+from geo import crs as crs_
+from geo.incidents import bulk
 from geo.auth import Caller
 from geo.db import sync_engine
 from geo.errors import InvalidInput

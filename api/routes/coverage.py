@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
-from geo import coverage, hotspots as hotspot_analysis, stationing as stationing_analysis
+from geo.analysis import coverage
+from geo.analysis import hotspots as hotspot_analysis
+from geo.analysis import stationing as stationing_analysis
 
 router = APIRouter(tags=["analysis"])
 

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import Conn, CurrentCaller, SettingsDep
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from geo import crs, dispatch, responders
+from geo import crs
+from geo.dispatch import nearest as dispatch
+from geo.dispatch import responders
 from geo.errors import InvalidInput
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 router = APIRouter(tags=["health"])
 

@@ -9,10 +9,12 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Conn, CurrentCaller
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from geo import crs, incidents, workflow
+from geo import crs
+from geo.incidents import intake as incidents
+from geo.incidents import workflow
 from geo.errors import InvalidInput
 from geo.models import INCIDENT_STATUSES
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 router = APIRouter(tags=["incidents"])
 MAX_PAGE = 1000

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
-from geo import jobs, propose
+from geo import jobs
+from geo.planning import propose
 
 router = APIRouter(tags=["plans"])
 

@@ -8,7 +8,8 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
-from geo import areas, incident_map
+from geo.areas import hierarchy as areas
+from geo.incidents import incident_map
 from maps import grids, incidents, offline
 
 router = APIRouter(prefix="/maps", tags=["maps"])
@@ -69,7 +70,7 @@ async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     if crs_name != "EPSG:4326":
         lon, lat = crs.to_wgs84(lon, lat, crs_name)
 
-    def split(value: str | None) -> list[str] | None:  # checked against the known roles/statuses in geo.dispatch
+    def split(value: str | None) -> list[str] | None:  # checked against the known roles/statuses in geo.dispatch.nearest
         return [x.strip() for x in (value or "").split(",") if x.strip()] or None
 
     data = await dispatch_page.gather(

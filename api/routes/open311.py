@@ -21,7 +21,7 @@ from starlette.routing import Match
 from api.deps import Conn, SettingsDep
 from geo import crs, errors, open311
 from geo.auth import Caller, resolve_token
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 

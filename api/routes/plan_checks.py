@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
-from geo import plan_validation as pv
+from geo.planning import validation as pv
 
 router = APIRouter(tags=["plans"])
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentCaller, SyncEngine
 from api.geojson import GeoJSONResponse, feature_collection
-from geo import plan_edits
+from geo.planning import edits as plan_edits
 
 router = APIRouter(tags=["plans"])
 

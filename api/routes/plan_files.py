@@ -13,7 +13,8 @@ from api.errors import error_body
 from api.uploads import spooled
 from api.routes.bulk import _DISPOSITION
 from geo import crs as crs_
-from geo import plan_files, plans
+from geo.planning import files as plan_files
+from geo.planning import plans
 from geo.errors import InvalidInput
 
 router = APIRouter(tags=["plans"])

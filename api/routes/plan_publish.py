@@ -6,7 +6,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
-from geo import plan_diff, publish
+from geo.planning import diff as plan_diff
+from geo.planning import publish
 
 router = APIRouter(tags=["plans"])
 

@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.routes import plan_files as files
 from geo import crs as crs_
-from geo import plan_files, plans
+from geo.planning import files as plan_files
+from geo.planning import plans
 
 router = APIRouter(tags=["plans"])
 

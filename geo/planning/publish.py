@@ -3,7 +3,7 @@
 One transaction, in this order:
 
 1. ``plans.bump`` checks the revision and locks the plan row, so no edit lands between validation and publishing;
-   the plan is validated (``geo.plan_validation``) and its impact computed against the active version while
+   the plan is validated (``geo.planning.validation``) and its impact computed against the active version while
    intake still runs.
    The new grid of every open incident is looked up now too (``_COVER``, the slow spatial part), so that
    intake is locked out only while the rows are written.
@@ -16,7 +16,7 @@ One transaction, in this order:
    for the table lock is capped (LOCK_TIMEOUT_S, then 409): reports queue behind a waiting publish, so it must
    not wait out a long bulk import.
 3. The active version is retired first, then the plan activated (the partial unique index allows one active).
-4. Every open incident (geo.workflow.OPEN, whatever version it was filed under) moves to the new version's grid
+4. Every open incident (geo.incidents.workflow.OPEN, whatever version it was filed under) moves to the new version's grid
    covering its point, by ``plan_diff.REASSIGNMENT`` — the same statement the diff previews. A change of grid
    code or assignee is logged as a 'reassign' event; incidents outside every new grid get the nearest grid as
    a suggestion. Closed incidents keep their grid and version: history is never rewritten.
@@ -29,7 +29,9 @@ from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from geo import plan_diff, plans
+from geo.planning import diff as plan_diff
+
+from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Conflict, Forbidden
 
@@ -93,7 +95,7 @@ def publish(conn: Connection, caller: Caller, plan_id: int, revision: int, force
     `force`) it was copied from a version that is no longer active — publishing it would silently undo what was
     published in between;
     Forbidden when a scoped planner's plan changes grids outside their area."""
-    from geo import plan_validation  # imported here: validation is written alongside this module
+    from geo.planning import validation as plan_validation  # imported here: it imports this module
 
     caller.require_role(*plans.WRITE_ROLES)
     revision = plans.bump(conn, plan_id, revision)

@@ -9,11 +9,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
 
-from geo import incidents, workflow
+from geo.incidents import intake as incidents
+
+from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import Conflict, DomainError, InvalidInput, NotFound
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
-from geo.responders import FRESH, VISIBLE
+from geo.dispatch.responders import FRESH, VISIBLE
 from geo.sql import Query
 
 MAX_K = 100
@@ -213,7 +215,7 @@ async def nearest(conn, caller: Caller, query: Nearest, *, max_age_s: float, spe
 def _network_etas():
     """geo.routing.network_etas if the road-network module is installed, else None."""
     try:
-        from geo import routing
+        from geo.dispatch import routing
     except ImportError:
         return None
     return getattr(routing, "network_etas", None)

@@ -372,7 +372,7 @@ def community_inputs(conn: Connection, code: str):
 def check_request(conn: Connection, caller: Caller, plan_id: int, revision: int, area: str, target: float,
                   tolerance: float) -> None:
     """Validate a proposal request before it is queued (plan is a draft at `revision`, area in scope)."""
-    from geo import plans
+    from geo.planning import plans
 
     caller.require_role(*plans.WRITE_ROLES)
     if len(area) not in AREA_CODE_LENGTHS or not area.isdigit():
@@ -400,7 +400,7 @@ def check_request(conn: Connection, caller: Caller, plan_id: int, revision: int,
 
 def run(ctx, params: dict) -> dict:
     """The 'propose' job: draft every community of params['area'], then write them into the plan at once."""
-    from geo import plans
+    from geo.planning import plans
 
     plan_id, revision, area = params["plan_id"], params["revision"], params["area"]
     target, tolerance, seed = float(params["target"]), float(params["tolerance"]), params["seed"]

@@ -22,7 +22,7 @@ shells unioned, holes cut), so one broken grid never hides the rest.
 import orjson
 from sqlalchemy import Connection, text
 
-from geo import plans
+from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
 

@@ -153,7 +153,7 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
     """Replace the grids of one community in a draft with `new` (EPSG:4326 geometry; optional columns code,
     name, kind, worker_id). Missing codes come from grid_codes.match_codes, so the same place keeps its code;
     households are recounted. Returns the new codes in order."""
-    from geo import grid_codes
+    from geo.areas import codes as grid_codes
 
     community = conn.execute(text("SELECT id, name FROM areas WHERE code = :c AND level = 'community' "
                                   "AND version_id IS NULL"), {"c": community_code}).first()

@@ -331,7 +331,7 @@ async def network_times(conn, engine, area: AreaRef, max_age_s: float):
     sources = [tuple(r) for r in await conn.fetch(NETWORK_SOURCES_SQL, area.id, float(max_age_s), NETWORK_MARGIN_DEG)]
     times = np.full(len(ids), np.inf)
     if sources and len(ids):
-        from geo import routing
+        from geo.dispatch import routing
 
         matrix = await asyncio.to_thread(routing.travel_times_from_many, engine, sources, list(zip(lon, lat)))
         times = matrix.min(axis=0)

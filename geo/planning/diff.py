@@ -3,7 +3,9 @@
 import orjson
 from sqlalchemy import Connection, text
 
-from geo import plans, workflow
+from geo.planning import plans
+
+from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
 

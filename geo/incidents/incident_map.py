@@ -7,14 +7,14 @@ import orjson
 from sqlalchemy import Date, DateTime, Float, Integer, Numeric, String, and_, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
-from geo import areas
-from geo.areas import ACTIVE_VERSION
+from geo.areas import hierarchy as areas
+from geo.areas.hierarchy import ACTIVE_VERSION
 from geo.auth import Caller
 from geo.errors import InvalidInput
 from geo.models import INCIDENT_STATUSES, Area, Department, Incident, IncidentCategory, IncidentEvent, Responder
 from geo.sql import Query
-from geo.timelimits import TZ
-from geo.workflow import FINAL, OPEN, PENDING
+from geo.incidents.timelimits import TZ
+from geo.incidents.workflow import FINAL, OPEN, PENDING
 
 STATUS_GROUPS = {"open": OPEN, "pending": PENDING, "final": FINAL, "all": INCIDENT_STATUSES}
 DEFAULT_STATUS = "open"

@@ -12,12 +12,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import aliased
 
-from geo import areas, workflow
+from geo.areas import hierarchy as areas
+
+from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import Forbidden, IllegalTransition, InvalidInput, NotFound
 from geo.models import Department, Incident, IncidentCategory, IncidentEvent, Responder
 from geo.sql import Query, one_of
-from geo.timelimits import TZ, due_at
+from geo.incidents.timelimits import TZ, due_at
 
 DUPLICATE_RADIUS_M = 50
 DUPLICATE_WINDOW = timedelta(hours=24)

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from geo.models import Area, Incident, IncidentEvent
-from geo.workflow import PENDING
+from geo.incidents.workflow import PENDING
 
 LEVEL_NAMES = {1: "community", 2: "street", 3: "district"}
 DEFAULT_STEPS_H = (0, 24, 72)

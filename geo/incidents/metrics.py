@@ -33,8 +33,8 @@ from geo.auth import Caller
 from geo.errors import Forbidden, InvalidInput, NotFound
 from geo.models import Area, Department, GridVersion, Incident, Responder
 from geo.sql import Query, one_of
-from geo.timelimits import TZ
-from geo.workflow import PENDING
+from geo.incidents.timelimits import TZ
+from geo.incidents.workflow import PENDING
 
 DEFAULT_WINDOW = timedelta(days=30)
 READERS = ("supervisor", "dispatcher", "planner")  # and admin

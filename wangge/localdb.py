@@ -12,13 +12,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from api.settings import LOCAL_SUPERUSER, ClusterError, Settings
+
 PG_OS_USER = "wangge-pg"
-DB_SUPERUSER = "wangge"
 MIN_PG_MAJOR = 15
-
-
-class ClusterError(RuntimeError):
-    """The local cluster cannot be used; the message says how to fix it."""
 
 
 def find_bindir() -> Path:
@@ -42,7 +39,8 @@ def find_bindir() -> Path:
 
 
 class LocalCluster:
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
+        self.settings = settings
         self.root = Path(settings.local_dir).resolve()
         self.port = settings.local_port
         self.dbname = settings.local_db
@@ -53,13 +51,8 @@ class LocalCluster:
         self.pwfile = self.root / "db-password"
 
     # -- connection -------------------------------------------------------
-    def password(self) -> str:
-        if not self.pwfile.exists():
-            raise ClusterError("The local cluster is not initialised yet: run `wangge db start`.")
-        return self.pwfile.read_text().strip()
-
     def url(self, dbname: str | None = None) -> str:
-        return f"postgresql://{DB_SUPERUSER}:{self.password()}@127.0.0.1:{self.port}/{dbname or self.dbname}"
+        return self.settings.local_url(dbname)
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(self.url(dbname), autocommit=True)
@@ -97,14 +90,14 @@ class LocalCluster:
             self.pwfile.write_text(secrets.token_urlsafe(18))
             self.pwfile.chmod(0o600)
         tmp_pw = self.pgroot / "initdb-password"
-        tmp_pw.write_text(self.password())
+        tmp_pw.write_text(self.pwfile.read_text().strip())
         if os.geteuid() == 0:
             uid = pwd.getpwnam(PG_OS_USER).pw_uid
             for path in (self.pgroot, self.rundir, tmp_pw):
                 os.chown(path, uid, -1)
         try:
             result = self._as_pg_user([
-                str(bindir / "initdb"), "-D", str(self.datadir), "-U", DB_SUPERUSER,
+                str(bindir / "initdb"), "-D", str(self.datadir), "-U", LOCAL_SUPERUSER,
                 "--auth=scram-sha-256", f"--pwfile={tmp_pw}", "-E", "UTF8", "--no-locale",
             ])
         finally:

@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from geo.bulk import copy_frame
+from geo.incidents.bulk import copy_frame
 from geo.errors import InvalidInput
 
 NETWORK_TYPES = ("driving", "walking")

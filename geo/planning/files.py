@@ -16,7 +16,7 @@ import shapely
 from sqlalchemy import Connection, text
 
 from geo import crs as crs_
-from geo import plans
+from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import InvalidInput
 

@@ -15,7 +15,11 @@ from shapely.geometry import shape
 from shapely.ops import split as split_by_line
 from sqlalchemy import Connection, text
 
-from geo import crs as crs_, grid_codes, plans
+from geo import crs as crs_
+
+from geo.areas import codes as grid_codes
+
+from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Forbidden, InvalidInput, NotFound
 from geo.models import GRID_KINDS

@@ -14,10 +14,10 @@ from datetime import datetime
 import numpy as np
 
 from geo.auth import Caller
-from geo.coverage import resolve_area
+from geo.analysis.coverage import resolve_area
 from geo.errors import InvalidInput
-from geo.metrics import window
-from geo.timelimits import TZ
+from geo.incidents.metrics import window
+from geo.incidents.timelimits import TZ
 
 SEED = 12345
 

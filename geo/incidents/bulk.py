@@ -41,10 +41,10 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, text
 
 from geo import crs as crs_
-from geo import workflow
+from geo.incidents import workflow
 from geo.errors import Conflict, InvalidInput
-from geo.incidents import DUPLICATE_RADIUS_M, DUPLICATE_WINDOW, SOURCES
-from geo.timelimits import TZ, due_at_many
+from geo.incidents.intake import DUPLICATE_RADIUS_M, DUPLICATE_WINDOW, SOURCES
+from geo.incidents.timelimits import TZ, due_at_many
 
 CHUNK_ROWS = 100_000
 MAX_DESCRIPTION = 4000

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from api.settings import Settings
-from geo.timelimits import TZ
+from geo.incidents.timelimits import TZ
 
 app = typer.Typer(help="Wangge grid management.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostGIS database (project-local cluster unless WANGGE_DATABASE_URL is set).",
@@ -32,7 +32,7 @@ DEMO_USER = "demo-admin"
 
 
 def _cluster(settings: Settings):
-    from api.localdb import LocalCluster
+    from wangge.localdb import LocalCluster
 
     return LocalCluster(settings)
 
@@ -51,7 +51,7 @@ def _engine():
 @db_app.command("start")
 def db_start() -> None:
     """Initialise (first time) and start the local cluster; reuse it if running."""
-    from api.localdb import ClusterError
+    from wangge.localdb import ClusterError
 
     settings = Settings()
     if settings.database_url:
@@ -178,7 +178,7 @@ def network_import(
 ) -> None:
     """Import the roads of an OSM extract as a routable network (one transaction)."""
     from geo.errors import DomainError
-    from geo.network import import_pbf
+    from geo.dispatch.network import import_pbf
 
     name = name or file.name.split(".")[0]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -233,7 +233,7 @@ def users_demo_token() -> None:
 @incidents_app.command("escalate")
 def incidents_escalate() -> None:
     """Escalate overdue incidents level by level (community, street, district); safe to run any time."""
-    from geo.escalation import LEVEL_NAMES, run
+    from geo.incidents.escalation import LEVEL_NAMES, run
 
     settings = Settings()
     with _engine().begin() as conn:
@@ -261,7 +261,7 @@ def incidents_import(
     """Import incidents in one transaction: every row is filed or reported with its line and reason."""
     from rich.progress import MofNCompleteColumn
 
-    from geo.bulk import import_incidents
+    from geo.incidents.bulk import import_incidents
     from geo.errors import DomainError
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -316,7 +316,8 @@ def plans_import(
                                                       "(default: its current one).")] = None,
 ) -> None:
     """Replace the grids of every community the file touches, all or nothing; every bad feature is listed."""
-    from geo import plan_files, plans
+    from geo.planning import files as plan_files
+    from geo.planning import plans
     from geo.errors import DomainError
 
     started = time.perf_counter()
@@ -351,7 +352,7 @@ def plans_export(
     format: Annotated[str | None, typer.Option(help="gpkg, geojson, shp or parquet (default: from FILE).")] = None,
 ) -> None:
     """Write a version's grids (EPSG:4326) with codes, name, kind, households and worker."""
-    from geo import plan_files
+    from geo.planning import files as plan_files
     from geo.errors import DomainError
 
     try:

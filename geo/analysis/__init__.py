@@ -1,0 +1,1 @@
+"""Analysis: coverage of the district by responders, stationing proposals and incident hotspots."""

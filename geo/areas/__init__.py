@@ -1,0 +1,1 @@
+"""Areas: the district → street → community → grid hierarchy, point lookup, and grid codes."""

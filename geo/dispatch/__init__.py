@@ -1,0 +1,1 @@
+"""Dispatch: responders and their positions, the nearest responders, routing on the road network."""
