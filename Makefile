@@ -2,7 +2,7 @@
 WANGGE := .venv/bin/wangge
 PYTHON := .venv/bin/python
 
-.PHONY: deps db demo test bench clean-db
+.PHONY: deps db demo lint test bench clean-db
 
 deps:
 	@scripts/deps.sh
@@ -24,9 +24,16 @@ demo: db
 	fi; \
 	$(WANGGE) serve
 
-## The whole test suite against a throwaway database on the real PostGIS
+## Lint (ruff) and types (mypy), configured in pyproject.toml
+lint: deps
+	@$(PYTHON) -m ruff check .
+	@$(PYTHON) -m mypy
+
+## Lint, types, and the whole test suite against a throwaway database on the real PostGIS
 test:
 	@scripts/deps.sh --browser
+	@$(PYTHON) -m ruff check .
+	@$(PYTHON) -m mypy
 	@$(WANGGE) db start
 	@$(PYTHON) -m pytest $(PYTEST_ARGS)
 

@@ -18,6 +18,7 @@ from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incid
                         plan_edits, plan_files, plan_publish, plans)
 from api.settings import PROJECT_ROOT, Settings
 from geo import jobs as job_runner
+from geo.db import sync_engine
 from geo.incidents import escalation
 
 
@@ -33,15 +34,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.token_cache = {}
         app.state.fast_connections = fast.connections(settings)  # lean GET /dispatch/nearest, /grids/at (api/fast.py)
-        escalator = escalation.start(settings.escalation_interval_s, settings.sync_url(), settings.escalation_steps_h)
-        app.state.jobs = await job_runner.start(settings.sync_url())  # fails jobs a stopped service left running
+        # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
+        app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4)
+        escalator = escalation.start(settings.escalation_interval_s, app.state.sync_engine, settings.escalation_steps_h)
+        app.state.jobs = await job_runner.start(app.state.sync_engine)  # fails jobs a stopped service left running
         yield
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await app.state.pool.close()
         await app.state.fast_connections.close()
-        if getattr(app.state, "sync_engine", None) is not None:
-            app.state.sync_engine.dispose()
+        app.state.sync_engine.dispose()
 
     app = fast.Wangge(  # FastAPI that answers plain GET /dispatch/nearest and /grids/at ahead of its routing
         title="Wangge",
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Only big pages (maps, exports) are worth compressing; small hot-path replies go out as they are.
     app.add_middleware(GZipMiddleware, minimum_size=64_000)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
-                       limits={"/incidents/bulk": getattr(settings, "bulk_max_bytes", settings.max_body_bytes),
+                       limits={"/incidents/bulk": settings.bulk_max_bytes,
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
                                r"/plans(/\d+/import)?$": settings.bulk_max_bytes})  # plan files
     for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,

@@ -7,6 +7,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
 from api.settings import Settings
 from geo.auth import Caller, resolve_token
@@ -52,14 +53,9 @@ Conn = Annotated[asyncpg.Connection, Depends(get_conn)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 
-def get_sync_engine(request: Request):
-    """A small sync SQLAlchemy engine for analyses that run in worker threads (made on first use)."""
-    state = request.app.state
-    if getattr(state, "sync_engine", None) is None:
-        from geo.db import sync_engine
-
-        state.sync_engine = sync_engine(state.settings.sync_url(), pool_size=2, max_overflow=2)
-    return state.sync_engine
+def get_sync_engine(request: Request) -> Engine:
+    """The app's sync SQLAlchemy engine (made by the lifespan), for work that runs in worker threads."""
+    return request.app.state.sync_engine
 
 
-SyncEngine = Annotated[object, Depends(get_sync_engine)]
+SyncEngine = Annotated[Engine, Depends(get_sync_engine)]

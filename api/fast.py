@@ -10,7 +10,8 @@ import asyncpg
 from fastapi import FastAPI
 
 from api.deps import cached_caller
-from api.routes.dispatch import csv_list, nearest_body
+from api.params import comma_list
+from api.routes.dispatch import nearest_body
 from geo.areas import hierarchy as areas
 from geo.dispatch import nearest as dispatch
 from geo.errors import DomainError
@@ -152,8 +153,8 @@ def _nearest_query(params: dict) -> dispatch.Nearest | None:
     if distance is not None and not distance > 0:
         return None
     try:
-        statuses = csv_list(params.get("status", "available"), RESPONDER_STATUSES, "status")
-        roles = csv_list(params.get("role"), RESPONDER_ROLES, "role")
+        statuses = comma_list(params.get("status", "available"), RESPONDER_STATUSES, "status")
+        roles = comma_list(params.get("role"), RESPONDER_ROLES, "role")
     except DomainError:
         return None
     return dispatch.Nearest(lon=params["lon"], lat=params["lat"], k=int(k), statuses=statuses, roles=roles,

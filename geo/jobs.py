@@ -88,25 +88,15 @@ JobFn = Callable[[Context, dict], dict]
 
 
 class Runner:
-    """One worker thread per process running queued jobs in order; nothing connects until first used."""
+    """One worker thread per process running queued jobs in order, on the engine its owner (the app) made."""
 
-    def __init__(self, url: str, workers: int = 1):
-        self.url, self.workers = url, workers
+    def __init__(self, engine: Engine, workers: int = 1):
+        self.engine, self.workers = engine, workers
         self.stopping = threading.Event()
-        self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._owner: Connection | None = None  # holds the advisory locks of this process's jobs
         self._mutex = threading.Lock()
         self._pending: set[int] = set()
-
-    @property
-    def engine(self) -> Engine:
-        with self._mutex:
-            if self._engine is None:
-                from geo.db import sync_engine
-
-                self._engine = sync_engine(self.url, pool_size=2, max_overflow=2)
-            return self._engine
 
     def recover(self) -> int:
         """Fail the queued/running jobs no live process owns (left by a stopped or crashed service)."""
@@ -192,8 +182,8 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         with self._mutex:
-            if self._pending and self._engine is not None:
-                with self._engine.begin() as conn:
+            if self._pending:
+                with self.engine.begin() as conn:
                     conn.execute(text("UPDATE jobs SET status = 'failed', finished_at = now(), message = 'service "
                                       "stopped', error = :e WHERE id = ANY(:ids) AND status IN ('queued', 'running')"),
                                  {"e": "The service stopped before this job ran. Submit it again.",
@@ -201,15 +191,13 @@ class Runner:
             if self._owner is not None:
                 self._owner.close()  # releases every lock this process held
                 self._owner = None
-            if self._engine is not None:
-                self._engine.dispose()
 
 
-async def start(url: str) -> Runner:
+async def start(engine: Engine) -> Runner:
     """The app's runner; jobs a previous run of the service left queued/running are failed now."""
     import asyncio
 
-    runner = Runner(url)
+    runner = Runner(engine)
     try:
         failed = await asyncio.to_thread(runner.recover)
         if failed:

@@ -21,18 +21,13 @@ from branca.element import MacroElement
 from folium.template import Template
 from starlette.concurrency import run_in_threadpool
 
-from geo.analysis import coverage
-
-from geo.analysis import hotspots
-
-from geo.dispatch import routing
-
-from geo.analysis import stationing
+from geo.analysis import coverage, hotspots, stationing
 from geo.auth import Caller
+from geo.dispatch import routing
 from geo.errors import DomainError, InvalidInput
 from geo.incidents.timelimits import TZ
 from maps import offline
-from maps.incidents import FONT, _esc, _js, _Raw
+from maps.html import add_head, esc
 
 BASE = "/maps/coverage"
 MAX_DISTANCE_M = 5000
@@ -87,25 +82,12 @@ class CoverageData:
 
 
 def _aggregate(lat: np.ndarray, lon: np.ndarray, hh: np.ndarray, cap: int) -> tuple[list[list], float | None]:
-    """[lat, lon, households, buildings] per building, or per square cell (smallest size, from 25 m by 25%
-    steps, leaving at most `cap` cells; the household-weighted mean point of each)."""
+    """[lat, lon, households, buildings] per building, or per square cell of stationing.square_cells (at
+    most `cap` cells; the household-weighted mean point of each)."""
     if len(lat) <= cap:
         return [[round(float(y), 6), round(float(x), 6), int(h), 1] for y, x, h in zip(lat, lon, hh)], None
-    project, _ = stationing.projector(float(np.mean(lon)))
-    xy = project(lon, lat)
-    size = 25.0
-    while True:
-        keys = np.floor(xy / size).astype(np.int64)
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-        inv = inv.ravel()
-        if len(uniq) <= cap:
-            break
-        size *= 1.25
-    w = hh + 1e-9
-    n = np.bincount(inv)
-    h = np.bincount(inv, weights=hh)
-    y = np.bincount(inv, weights=lat * w) / np.bincount(inv, weights=w)
-    x = np.bincount(inv, weights=lon * w) / np.bincount(inv, weights=w)
+    cells, size = stationing.square_cells(lon, lat, cap)
+    x, y, h, n = stationing.cell_means(cells, lon, lat, hh)
     return [[round(float(a), 6), round(float(b), 6), int(round(c)), int(d)] for a, b, c, d in zip(y, x, h, n)], size
 
 
@@ -255,12 +237,6 @@ CSS = """
 </style>
 """
 
-JS = """
-<script src="/static/wangge.js"></script>
-<script>
-var WG = CONFIG;
-</script>
-"""
 
 
 class _Layers(MacroElement):
@@ -363,7 +339,7 @@ def _head(d: CoverageData) -> str:
 <div class="muted">增加覆盖 gain {d.posts['gain_households']:+,} 户 · 全覆盖最少需 LSCP
 {d.posts['lscp'].get('posts_needed') if d.posts['lscp'].get('posts_needed') is not None else '—'} 个站点</div></div>"""
     if d.posts_note:
-        posts += f'<div class="wg-note">{_esc(d.posts_note)}</div>'
+        posts += f'<div class="wg-note">{esc(d.posts_note)}</div>'
     hot = ""
     if d.hotspots:
         h = d.hotspots
@@ -371,12 +347,12 @@ def _head(d: CoverageData) -> str:
                f'{h["incidents"]:,} 件事件 · <b style="color:#b2182b">{h["hot_cells"]}</b> 个热点格 · '
                f'{h["cold_cells"]} 个冷点格 <span class="muted">(Gi*, FDR {h["alpha"]})</span></div>')
     if d.hotspots_note:
-        hot += f'<div class="wg-note">{_esc(d.hotspots_note)}</div>'
-    notes = "".join(f'<div class="wg-note">{_esc(n)}</div>' for n in d.notes)
+        hot += f'<div class="wg-note">{esc(d.hotspots_note)}</div>'
+    notes = "".join(f'<div class="wg-note">{esc(n)}</div>' for n in d.notes)
     cell = (f' · 已覆盖建筑按 {s["cell_m"]:.0f} m 格聚合' if s.get("cell_m") else "")
     return f"""<div class="wg-panel wg-head">
-<h1>{_esc(area['name'])} · 响应覆盖</h1>
-<div class="muted">{_esc(area['code'])} · {LEVEL_NAMES.get(area['level'], '')} · Response coverage within
+<h1>{esc(area['name'])} · 响应覆盖</h1>
+<div class="muted">{esc(area['code'])} · {LEVEL_NAMES.get(area['level'], '')} · Response coverage within
 {d.distance_m:g} m (直线 straight){cell}</div>
 <div class="wg-kpis">
  <div class="wg-kpi green"><b>{_pct(s['share'])}</b><span>户数覆盖率 households covered</span></div>
@@ -385,7 +361,7 @@ def _head(d: CoverageData) -> str:
 </div>
 <div class="muted">{s['buildings']:,} 栋建筑 · {s['households']:,} 户 · 覆盖范围来自 {d.reach_responders:,} 名可用处置力量</div>
 {posts}{hot}{notes}
-<form class="wg-form" method="get" action="{BASE}"><input type="hidden" name="area" value="{_esc(area['code'])}">
+<form class="wg-form" method="get" action="{BASE}"><input type="hidden" name="area" value="{esc(area['code'])}">
 TOKEN<label>距离 <input type="number" name="distance" min="50" max="{MAX_DISTANCE_M}" step="50" value="{d.distance_m:g}"> m</label>
 <button type="submit">更新 Update</button></form>
 </div>"""
@@ -444,7 +420,7 @@ def build(d: CoverageData, token: str | None = None) -> folium.Map:
         "today": f"今日位置 today ({len(d.today)})",
         "posts": f"建议站点 proposed posts ({d.posts['proposed']['posts'] if d.posts else 0})",
     }
-    head_html = _head(d).replace("TOKEN", f'<input type="hidden" name="access_token" value="{_esc(token)}">'
+    head_html = _head(d).replace("TOKEN", f'<input type="hidden" name="access_token" value="{esc(token)}">'
                                           if token else "")
     config = {
         "bounds": [minx, miny, maxx, maxy], "outline": d.outline, "children": d.children, "reach": d.reach,
@@ -454,9 +430,6 @@ def build(d: CoverageData, token: str | None = None) -> folium.Map:
         "head": head_html, "legend": _legend(d),
         "chart": f'<div class="wg-panel wg-chart-panel">{chart}</div>',
     }
-    head = fmap.get_root().header
-    head.add_child(_Raw(f"<title>{_esc(d.area['name'])} 响应覆盖 — Wangge</title>"))
-    head.add_child(_Raw(CSS.replace("FONT", FONT)))
-    head.add_child(_Raw(JS.replace("CONFIG", _js(config))))
+    add_head(fmap, f"{d.area['name']} 响应覆盖 — Wangge", CSS, config)
     fmap.add_child(_Layers(tiles.get_name()))
     return fmap

@@ -14,11 +14,11 @@ import orjson
 from branca.element import MacroElement
 from folium.template import Template
 
-from geo.dispatch import nearest as dispatch
 from geo.auth import Caller
+from geo.dispatch import nearest as dispatch
 from geo.errors import Forbidden
 from maps import offline
-from maps.incidents import FONT, _esc, _js, _Raw
+from maps.html import add_head, esc
 
 BASE = "/maps/dispatch"
 ROLE_LABELS = {"grid_worker": "网格员", "patrol": "巡逻", "department_crew": "部门"}
@@ -158,10 +158,7 @@ path.wg-stale { stroke-dasharray: 2 3; }
 </style>
 """
 
-JS = """
-<script src="/static/wangge.js"></script>
-<script>
-var WG = CONFIG;
+SCRIPT = """
 function wgPopup(c) {
   return '<div style="font-size:12px;min-width:200px"><b>' + wgEsc(c.name) + '</b> · ' + wgEsc(c.roleLabel) +
     (c.stale ? ' · <b style="color:#777">定位过期 stale</b>' : '') +
@@ -170,7 +167,6 @@ function wgPopup(c) {
     '<br>本网格 same grid: ' + (c.same ? '是 ✓' : '否') + (c.home ? ' · 所属 ' + wgEsc(c.home) : '') +
     (c.phone ? '<br>电话 ' + wgEsc(c.phone) : '') + '<br><span style="color:#777">#' + c.id + '</span></div>';
 }
-</script>
 """
 
 
@@ -268,11 +264,11 @@ def _rows(data: DispatchData) -> list[dict]:
 def _head(data: DispatchData, rows: list[dict]) -> str:
     g = data.grid
     if g and g["covers"]:
-        grid = (f'<div class="wg-grid-note">所在网格 <b>{_esc(g["name"])}</b> {_esc(g["code"])}'
-                f'<br>网格员 {_esc(g["worker"] or "（空缺）")}</div>')
+        grid = (f'<div class="wg-grid-note">所在网格 <b>{esc(g["name"])}</b> {esc(g["code"])}'
+                f'<br>网格员 {esc(g["worker"] or "（空缺）")}</div>')
     elif g:
         grid = (f'<div class="wg-grid-note out">此点不在任何网格内 outside every grid — 最近网格 nearest grid '
-                f'<b>{_esc(g["name"])}</b> {_esc(g["code"])}，相距 {fmt_m(g["distance_m"])}</div>')
+                f'<b>{esc(g["name"])}</b> {esc(g["code"])}，相距 {fmt_m(g["distance_m"])}</div>')
     else:
         grid = '<div class="wg-grid-note out">此点不在任何网格内 outside every grid</div>'
     mode = "道路 network (按行程时间排序)" if data.mode == "network" else "直线 straight (按距离排序)"
@@ -281,17 +277,17 @@ def _head(data: DispatchData, rows: list[dict]) -> str:
         cls = "wg-stale" if r["stale"] else ("best" if r["rank"] == 1 else "")
         badge = (f'<span class="wg-rank" style="background:{r["colour"]}">{r["rank"] or "–"}</span>')
         body.append(
-            f'<tr class="{cls}"><td>{badge}</td><td>{_esc(r["name"])}</td><td>{_esc(r["roleLabel"])}</td>'
-            f'<td class="n">{_esc(r["dist"])}</td><td class="n">{"—" if r["stale"] else _esc(r["eta"])}</td>'
-            f'<td>{_esc(r["age"])}{" ⚠" if r["stale"] else ""}</td><td>{"✓" if r["same"] else ""}</td></tr>')
+            f'<tr class="{cls}"><td>{badge}</td><td>{esc(r["name"])}</td><td>{esc(r["roleLabel"])}</td>'
+            f'<td class="n">{esc(r["dist"])}</td><td class="n">{"—" if r["stale"] else esc(r["eta"])}</td>'
+            f'<td>{esc(r["age"])}{" ⚠" if r["stale"] else ""}</td><td>{"✓" if r["same"] else ""}</td></tr>')
     if not rows:
         body.append('<tr><td colspan="7" class="muted">附近没有符合条件的处置力量 no responder matches</td></tr>')
-    note = f'<div class="muted" style="color:#8a4b00">{_esc(data.network_note)}</div>' if data.network_note else ""
+    note = f'<div class="muted" style="color:#8a4b00">{esc(data.network_note)}</div>' if data.network_note else ""
     if not data.candidates and data.stale:  # say why the list is empty: positions stopped arriving
         note += (f'<div class="wg-grid-note out wg-all-stale">附近 {len(data.stale)} 名处置力量的定位均已过期，'
                  '无法排名：请检查其定位上报（演示环境请运行 wangge simulate）。All nearby positions are stale: '
                  'check that responders are reporting.</div>')
-    filt = f'状态 {_esc(data.filters.get("status"))}' + (f' · 角色 {_esc(data.filters["role"])}'
+    filt = f'状态 {esc(data.filters.get("status"))}' + (f' · 角色 {esc(data.filters["role"])}'
                                                          if data.filters.get("role") else "")
     return f"""<div class="wg-panel wg-head">
 <h1>调度 · 最近处置力量</h1>
@@ -332,9 +328,6 @@ def build(data: DispatchData) -> folium.Map:
                    "routeTip": "最快道路路线 fastest road route"},
         "head": _head(data, rows), "legend": _legend(data),
     }
-    head = fmap.get_root().header
-    head.add_child(_Raw(f"<title>调度 最近处置力量 {data.lat:.5f},{data.lon:.5f} — Wangge</title>"))
-    head.add_child(_Raw(CSS.replace("FONT", FONT)))
-    head.add_child(_Raw(JS.replace("CONFIG", _js(config))))
+    add_head(fmap, f"调度 最近处置力量 {data.lat:.5f},{data.lon:.5f} — Wangge", CSS, config, SCRIPT)
     fmap.add_child(_Layers(tiles.get_name()))
     return fmap

@@ -1,7 +1,5 @@
 """The supervisor's incident map: grids by open/overdue count, overdue red lights, heat, trends and SLA."""
 
-import html
-import json
 import math
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
@@ -10,7 +8,7 @@ import folium
 import numpy as np
 import orjson
 import shapely
-from branca.element import Element, MacroElement
+from branca.element import MacroElement
 from folium.plugins import FastMarkerCluster, HeatMap
 from folium.template import Template
 from folium.utilities import JsCode
@@ -18,6 +16,7 @@ from folium.utilities import JsCode
 from geo.incidents.incident_map import MapData
 from geo.incidents.timelimits import TZ
 from maps import offline
+from maps.html import add_head, esc
 
 BASE = "/maps/incidents"
 INCIDENT_JSON = "/incidents/"
@@ -37,16 +36,8 @@ COUNT_COLOURS = ["#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c
 OVERDUE_COLOURS = ["#fee5d9", "#fcae91", "#fb6a4a", "#de2d26", "#a50f15"]
 ZERO_COLOUR = "#f4f4f4"
 HEAT_GRADIENT = {0.15: "#fee391", 0.4: "#fec44f", 0.65: "#fe9929", 0.85: "#d95f0e", 1.0: "#993404"}
-FONT = "'WenQuanYi Zen Hei', 'Noto Sans CJK SC', 'PingFang SC', 'Microsoft YaHei', sans-serif"
 
 
-def _js(obj) -> str:
-    """JSON safe to drop inside a <script>."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-
-
-def _esc(value) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def classes(values, colours: list[str]) -> list[int]:
@@ -119,7 +110,7 @@ def _zoom_for(span_lon: float, span_lat: float, px: int = 900) -> int:
 
 def _svg_open(w: int, h: int, label: str) -> str:
     return (f'<svg class="wg-chart" width="{w}" height="{h}" '
-            f'viewBox="0 0 {w} {h}" role="img" aria-label="{_esc(label)}">')
+            f'viewBox="0 0 {w} {h}" role="img" aria-label="{esc(label)}">')
 
 
 def weekly_svg(weekly: list[tuple], start: date, end: date, status_label: str,
@@ -141,7 +132,7 @@ def weekly_svg(weekly: list[tuple], start: date, end: date, status_label: str,
         out.append(f'<rect x="{w - 150}" y="4" width="9" height="9" fill="#b9cde5"/>'
                    f'<text x="{w - 138}" y="12" class="s">全部</text>'
                    f'<rect x="{w - 108}" y="4" width="9" height="9" fill="#1f4e9e"/>'
-                   f'<text x="{w - 96}" y="12" class="s">现为{_esc(status_label)}</text>')
+                   f'<text x="{w - 96}" y="12" class="s">现为{esc(status_label)}</text>')
     i0 = max(0, (start - index[0]).days // 7)
     i1 = min(weeks - 1, (end - index[0]).days // 7)
     if i1 >= 0 and i0 <= weeks - 1:
@@ -288,10 +279,7 @@ CSS = """
 """
 
 # Popups and styles are built in the browser from compact rows, so the page carries data, not markup.
-JS = """
-<script src="/static/wangge.js"></script>
-<script>
-var WG = CONFIG;
+SCRIPT = """
 function wgDrill(code) { return WG.base + '?area=' + encodeURIComponent(code) + WG.keep; }
 function wgFill(v, cls) {
   if (!v) return WG.zero;
@@ -377,19 +365,8 @@ function wgSetMode(mode) {
   var boxes = document.querySelectorAll('.wg-scale');
   for (var i = 0; i < boxes.length; i++) boxes[i].style.display = boxes[i].getAttribute('data-mode') === mode ? '' : 'none';
 }
-</script>
 """
 
-
-class _Raw(Element):
-    """Markup inserted verbatim: folium.Element would compile it as a Jinja template (slow, and `{{` in a
-    name would be evaluated)."""
-
-    _template = Template("{{ this.raw }}")
-
-    def __init__(self, raw: str):
-        super().__init__()
-        self.raw = raw
 
 
 class _FitFirst(MacroElement):
@@ -448,33 +425,33 @@ def _status_label(filters) -> str:
 def _head_panel(data: MapData, query: list[tuple[str, str]], token: str | None, child_rows: list) -> str:
     area, f, s = data.area, data.filters, data.summary
     chain = list(reversed(area.get("chain") or []))
-    crumbs = " › ".join(f'<a href="{_esc(link(a["code"], query))}">{_esc(a["name"])}</a>' for a in chain)
+    crumbs = " › ".join(f'<a href="{esc(link(a["code"], query))}">{esc(a["name"])}</a>' for a in chain)
     rate = f"{s['on_time'] / s['due']:.1%}" if s.get("due") else "—"
     cat_options = ['<option value="">全部类别 all categories</option>'] + [
-        f'<option value="{_esc(code)}"{" selected" if code in f.categories else ""}>{_esc(code)} {_esc(name)}</option>'
+        f'<option value="{esc(code)}"{" selected" if code in f.categories else ""}>{esc(code)} {esc(name)}</option>'
         for code, name, _ in data.categories]
-    status_options = [f'<option value="{g}"{" selected" if f.status == (g,) else ""}>{_esc(label)}</option>'
+    status_options = [f'<option value="{g}"{" selected" if f.status == (g,) else ""}>{esc(label)}</option>'
                       for g, label in GROUP_LABELS.items()]
-    status_options += [f'<option value="{st}"{" selected" if f.status == (st,) else ""}>{_esc(lbl)} {st}</option>'
+    status_options += [f'<option value="{st}"{" selected" if f.status == (st,) else ""}>{esc(lbl)} {st}</option>'
                        for st, lbl in STATUS_LABELS.items()]
-    hidden = f'<input type="hidden" name="area" value="{_esc(area["code"])}">'
+    hidden = f'<input type="hidden" name="area" value="{esc(area["code"])}">'
     if token:
-        hidden += f'<input type="hidden" name="access_token" value="{_esc(token)}">'
+        hidden += f'<input type="hidden" name="access_token" value="{esc(token)}">'
     children = ""
     if child_rows:
         level = LEVEL_NAMES.get(child_rows[0][2], "")
         rows = "".join(
-            f'<tr><td><a href="{_esc(link(code, query))}">{_esc(name)}</a></td><td class="n">{m:,}</td>'
+            f'<tr><td><a href="{esc(link(code, query))}">{esc(name)}</a></td><td class="n">{m:,}</td>'
             f'<td class="n{" o" if o else ""}">{o:,}</td></tr>'
             for code, name, _, m, o in child_rows)
         children = (f'<div class="wg-children"><table><tr><th>下级{level} drill down ▾</th><th>事件</th><th>超期</th></tr>'
                     f'{rows}</table></div>')
     return f"""<div class="wg-panel wg-head">
 <div class="wg-crumbs">{crumbs or "&nbsp;"}</div>
-<h1>{_esc(area["name"])} · 事件监督</h1>
-<div class="muted">{_esc(area["code"])} · {LEVEL_NAMES.get(area["level"], "")} · {f.start} – {f.end}</div>
+<h1>{esc(area["name"])} · 事件监督</h1>
+<div class="muted">{esc(area["code"])} · {LEVEL_NAMES.get(area["level"], "")} · {f.start} – {f.end}</div>
 <div class="wg-kpis">
- <div class="wg-kpi"><b>{s.get("matching", 0):,}</b><span>期内事件 ({_esc(_status_label(f))})</span></div>
+ <div class="wg-kpi"><b>{s.get("matching", 0):,}</b><span>期内事件 ({esc(_status_label(f))})</span></div>
  <div class="wg-kpi red"><b>{s.get("overdue", 0):,}</b><span>当前超期 overdue</span></div>
  <div class="wg-kpi"><b>{rate}</b><span>期内按时处置率</span></div>
 </div>
@@ -562,11 +539,8 @@ def build(data: MapData, token: str | None = None) -> folium.Map:
         "statuses": STATUS_LABELS, "actions": ACTION_LABELS, "escalation": ESCALATION,
         "countLabel": f"期内事件 ({_status_label(f)})",
     }
-    head = fmap.get_root().header
-    head.add_child(_Raw(f"<title>{_esc(title)}</title>"))
     heat_css = ", ".join(f"{c} {int(k * 100)}%" for k, c in HEAT_GRADIENT.items())
-    head.add_child(_Raw(CSS.replace("FONT", FONT).replace("HEAT", heat_css)))
-    head.add_child(_Raw(JS.replace("CONFIG", _js(config))))
+    add_head(fmap, title, CSS.replace("HEAT", heat_css), config, SCRIPT)
 
     # Grids: one GeoJSON with short property names, styled and bound in the browser.
     features = [
@@ -598,8 +572,8 @@ def build(data: MapData, token: str | None = None) -> folium.Map:
         for code, name, _, geojson in data.children:
             point = shapely.point_on_surface(shapely.from_geojson(geojson))
             _, _, _, m, o = totals[code]
-            label = (f'<a href="{_esc(link(code, query))}" title="{_esc(name)}: {m} 件, 超期 {o} — 下钻 drill down">'
-                     f'{_esc(name)}</a>')
+            label = (f'<a href="{esc(link(code, query))}" title="{esc(name)}: {m} 件, 超期 {o} — 下钻 drill down">'
+                     f'{esc(name)}</a>')
             folium.Marker([point.y, point.x], icon=folium.DivIcon(html=label, class_name="wg-label",
                                                                   icon_size=(0, 0))).add_to(layer)
         layer.add_to(fmap)

@@ -19,11 +19,11 @@ from folium.plugins import Draw
 from folium.template import Template
 from sqlalchemy import Connection, text
 
-from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Forbidden, NotFound
+from geo.planning import plans
 from maps import offline
-from maps.incidents import FONT, _esc, _js, _Raw
+from maps.html import PAGE_SCRIPT, add_head, esc
 
 SMALL_PLAN_GRIDS = 60  # a plan (in the caller's scope) this small is shown whole; else its first community
 BUILDING_CAP = 5000  # buildings drawn (one canvas); a bigger area shows none and says to pick a smaller one
@@ -180,13 +180,6 @@ CSS = """
 </style>
 """
 
-JS = """
-<script src="/static/wangge.js"></script>
-<script src="/static/plans.js"></script>
-<script>
-var WG = CONFIG;
-</script>
-"""
 
 
 class _Page(MacroElement):
@@ -204,7 +197,7 @@ class _Page(MacroElement):
 
 
 def _legend(d: PlanMapData, classes: list[dict]) -> str:
-    rows = "".join(f'<div class="row"><span class="sw" style="background:{c["colour"]}"></span>{_esc(c["label"])}'
+    rows = "".join(f'<div class="row"><span class="sw" style="background:{c["colour"]}"></span>{esc(c["label"])}'
                    f'</div>' for c in reversed(classes))
     sev = SEVERITY_COLOURS
     diff = "".join(f'<div class="row"><span class="sw" style="background:none;opacity:.7;'
@@ -254,9 +247,7 @@ def build(d: PlanMapData, token: str | None = None) -> folium.Map:
         "severity": SEVERITY_COLOURS, "diff": DIFF_COLOURS, "kinds": KIND_LABELS, "levels": LEVEL_NAMES,
         "legend": _legend(d, classes), "mapPath": f"/maps/plans/{d.plan['id']}",
     }
-    head = fmap.get_root().header
-    head.add_child(_Raw(f"<title>{_esc(d.plan['name'])} · {_esc(d.area['name'])} 网格规划 — Wangge</title>"))
-    head.add_child(_Raw(CSS.replace("FONT", FONT)))
-    head.add_child(_Raw(JS.replace("CONFIG", _js(config))))
+    add_head(fmap, f"{d.plan['name']} · {d.area['name']} 网格规划 — Wangge", CSS, config,
+             scripts=(PAGE_SCRIPT, "/static/plans.js"))
     fmap.add_child(_Page(tiles.get_name(), sketch.get_name()))
     return fmap

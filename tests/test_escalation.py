@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from wangge.cli import app as cli
+from geo.db import sync_engine
 from geo.incidents import escalation
 from geo.incidents.escalation import LOCK_KEY, escalate, run
 
@@ -163,7 +164,7 @@ class _NoEngine:
         return contextlib.nullcontext()
 
 
-def test_schedule_runs_repeatedly_and_survives_a_failure(database_url, demo, monkeypatch, caplog):
+def test_schedule_runs_repeatedly_and_survives_a_failure(engine, demo, monkeypatch, caplog):
     calls = []
     real = escalation._run_once
 
@@ -176,7 +177,7 @@ def test_schedule_runs_repeatedly_and_survives_a_failure(database_url, demo, mon
     monkeypatch.setattr(escalation, "_run_once", flaky)
 
     async def main():
-        task = escalation.start(0.05, database_url, NEVER)
+        task = escalation.start(0.05, engine, NEVER)
         while len(calls) < 3:
             await asyncio.sleep(0.02)
         await escalation.stop(task)
@@ -189,7 +190,7 @@ def test_schedule_runs_repeatedly_and_survives_a_failure(database_url, demo, mon
 
 
 def test_schedule_is_off_with_interval_zero():
-    assert escalation.start(0, "postgresql+psycopg://unused/db") is None
+    assert escalation.start(0, sync_engine("postgresql+psycopg://unused/db")) is None
 
 
 def test_app_lifespan_starts_and_stops_the_schedule(settings, monkeypatch):

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import Conn, CurrentCaller
+from api.params import AREA_CODE
 from geo.incidents import metrics
 
 router = APIRouter(tags=["analysis"])
@@ -13,7 +14,7 @@ router = APIRouter(tags=["analysis"])
 @router.get("/analysis/performance")
 async def performance(
     conn: Conn, caller: CurrentCaller,
-    area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+    area: Annotated[str | None, Query(pattern=AREA_CODE,
                                       description="Area code; default: the caller's own area")] = None,
     start: Annotated[str | None, Query(alias="from",
                                        description="ISO date or date-time (default: to - 30 days)")] = None,

@@ -7,15 +7,14 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Conn, CurrentCaller
+from api.params import AREA_CODE, GRID_CODE, CrsName, Lat, Lon, page_limit, point_wgs84
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from geo import crs
 from geo.areas import hierarchy as areas
 
 router = APIRouter(tags=["areas"])
 
-Code = Annotated[str, Path(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", description="6, 9, 12 or 15-digit area code")]
+Code = Annotated[str, Path(pattern=AREA_CODE, description="6, 9, 12 or 15-digit area code")]
 Version = Annotated[int | None, Query(description="Grid version id; default: the active one")]
-MAX_PAGE = 1000
 
 
 @router.get("/areas/{code}", response_class=GeoJSONResponse)
@@ -30,7 +29,7 @@ async def get_children(request: Request, code: Code, conn: Conn, caller: Current
                        version: Version = None, after: str = "",
                        limit: Annotated[int, Query(ge=1)] = 100) -> GeoJSONResponse:
     """The area's children as a FeatureCollection, paged by code (`after`), `limit` clamped to 1000."""
-    limit = min(limit, MAX_PAGE)
+    limit = page_limit(limit)
     features, more = await areas.children(conn, caller, code, geometry, version, after, limit)
     next_params = {"after": _code_of(features[-1]), "limit": limit} if more else None
     return feature_collection(request, features, next_params)
@@ -38,7 +37,7 @@ async def get_children(request: Request, code: Code, conn: Conn, caller: Current
 
 @router.get("/areas/{code}/history", response_class=GeoJSONResponse)
 async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
-                      code: Annotated[str, Path(pattern=r"^[0-9]{15}$", description="15-digit grid code")]
+                      code: Annotated[str, Path(pattern=GRID_CODE, description="15-digit grid code")]
                       ) -> GeoJSONResponse:
     """A grid's boundaries in every published version, newest first (feature id = version id), with the version's
     status and dates, households, kind, worker and area in m²."""
@@ -47,12 +46,10 @@ async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
 
 @router.get("/grids/at", response_class=GeoJSONResponse)
 async def grid_at(conn: Conn, caller: CurrentCaller,
-                  lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],
-                  crs_name: Annotated[str, Query(alias="crs")] = "EPSG:4326",
+                  lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",
                   version: Version = None) -> GeoJSONResponse:
     """The grid covering a point (edges included; shared edges go to the lowest code)."""
-    if crs_name != "EPSG:4326":
-        lon, lat = crs.to_wgs84(lon, lat, crs_name)
+    lon, lat = point_wgs84(lon, lat, crs_name)
     return feature(await areas.grid_at(conn, caller, lon, lat, version))
 
 

@@ -5,15 +5,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentCaller, SettingsDep
+from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.uploads import spooled
 from geo import crs as crs_
 from geo.incidents import bulk
 from geo.auth import Caller
-from geo.db import sync_engine
 from geo.errors import InvalidInput
 
 router = APIRouter(tags=["incidents"])
@@ -37,13 +36,10 @@ def _format(content_type: str, format: str | None) -> str | None:
     return MEDIA_TYPES.get(content_type)  # otherwise from the file name, else sniffed from the bytes
 
 
-def _import(url: str, path: str, format: str | None, crs: str, caller: Caller, name: str | None) -> bulk.ImportReport:
-    engine = sync_engine(url, poolclass=NullPool)  # one connection for the one long transaction
-    try:
-        return bulk.import_incidents(engine, path, format=format, crs=crs, actor_id=caller.id, file_name=name,
-                                     scope=caller.scope)
-    finally:
-        engine.dispose()
+def _import(engine: Engine, path: str, format: str | None, crs: str, caller: Caller,
+            name: str | None) -> bulk.ImportReport:
+    return bulk.import_incidents(engine, path, format=format, crs=crs, actor_id=caller.id, file_name=name,
+                                 scope=caller.scope)
 
 
 @router.post("/incidents/bulk", openapi_extra={"requestBody": {"required": True, "content": {
@@ -52,7 +48,7 @@ def _import(url: str, path: str, format: str | None, crs: str, caller: Caller, n
     "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
 }}})
 async def bulk_import(
-    request: Request, caller: CurrentCaller, settings: SettingsDep,
+    request: Request, caller: CurrentCaller, settings: SettingsDep, engine: SyncEngine,
     format: Annotated[Literal["csv", "geojson", "gpkg"] | None,
                       Query(description="default: from Content-Type, then the file name, then the content")] = None,
     filename: Annotated[str | None, Query(max_length=255, description="the file's name, kept in the audit log")] = None,
@@ -73,5 +69,5 @@ async def bulk_import(
                        "-H 'Content-Type: text/csv' ...`.") as path:
         if path is None:
             return Response(status_code=400)
-        report = await run_in_threadpool(_import, settings.sync_url(), str(path), format, crs, caller, filename)
+        report = await run_in_threadpool(_import, engine, str(path), format, crs, caller, filename)
     return JSONResponse(report.summary(limit=REPORT_LIMIT))

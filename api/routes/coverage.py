@@ -8,20 +8,21 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
+from api.params import AREA_CODE
 from geo.analysis import coverage
 from geo.analysis import hotspots as hotspot_analysis
 from geo.analysis import stationing as stationing_analysis
 
 router = APIRouter(tags=["analysis"])
 
-AreaCode = Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$",
+AreaCode = Annotated[str | None, Query(pattern=AREA_CODE,
                                        description="Area code; default: the caller's own area")]
 MaxAge = Annotated[float | None, Query(gt=0, description="Position freshness cut-off in seconds "
                                                           "(default: the position_max_age_s setting, 1800)")]
 
 
 def _max_age(settings, value: float | None) -> float:
-    return value if value is not None else float(getattr(settings, "position_max_age_s", coverage.DEFAULT_MAX_AGE_S))
+    return value if value is not None else settings.position_max_age_s
 
 
 @router.get("/analysis/coverage")
@@ -72,7 +73,7 @@ async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: S
 
 
 class StationingIn(BaseModel):
-    area: str | None = Field(None, pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")
+    area: str | None = Field(None, pattern=AREA_CODE)
     k: int = Field(5, ge=1, le=stationing_analysis.MAX_K, description="posts to place (MCLP)")
     distance: float = Field(500, gt=0, le=50_000, description="service distance, metres")
     candidates: Literal["grid_centroids"] | list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from api.deps import Conn, CurrentCaller, SettingsDep
+from api.params import AREA_CODE, GRID_CODE, BBoxQuery, CrsName, Lat, Lon, comma_list, page_limit, parse_bbox, point_wgs84
 from api.geojson import GeoJSONResponse, feature, feature_collection
 from geo import crs
 from geo.dispatch import nearest as dispatch
@@ -17,10 +18,9 @@ from geo.errors import InvalidInput
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 
 router = APIRouter()
-MAX_PAGE = 1000
 Role = Literal["grid_worker", "patrol", "department_crew"]
 Status = Literal["available", "busy", "off_duty"]
-CrsName = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
+CrsField = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
 
 
 class ResponderIn(BaseModel):
@@ -28,7 +28,7 @@ class ResponderIn(BaseModel):
     role: Role
     phone: str | None = Field(None, max_length=40)
     status: Status = "available"
-    home_grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    home_grid_code: str | None = Field(None, pattern=GRID_CODE)
     department: str | None = Field(None, max_length=32, description="department code (for department crews)")
     user_id: int | None = Field(None, description="the user account of the responder (grid worker's app)")
 
@@ -38,7 +38,7 @@ class ResponderPatch(BaseModel):
     role: Role | None = None
     phone: str | None = Field(None, max_length=40)
     status: Status | None = None
-    home_grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    home_grid_code: str | None = Field(None, pattern=GRID_CODE)
     department: str | None = Field(None, max_length=32)
     user_id: int | None = None
 
@@ -46,7 +46,7 @@ class ResponderPatch(BaseModel):
 class PositionIn(BaseModel):
     lon: float
     lat: float
-    crs: str = CrsName
+    crs: str = CrsField
     at: datetime | None = Field(None, description="when the fix was taken (ISO 8601; default now; naive = Beijing "
                                                   "time); at most 2 minutes ahead of the server clock")
     accuracy_m: float | None = Field(None, ge=0)
@@ -59,7 +59,7 @@ class PingIn(PositionIn):
 
 
 class PingBatch(BaseModel):
-    crs: str = CrsName
+    crs: str = CrsField
     pings: list[PingIn]
 
 
@@ -69,14 +69,6 @@ class DispatchIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-def csv_list(value: str | None, allowed: tuple[str, ...], field: str) -> list[str] | None:
-    if not value:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if v not in allowed]
-    if unknown:
-        raise InvalidInput(f"Unknown {field} {', '.join(unknown)}; use: {', '.join(allowed)}.", field=field)
-    return items or None
 
 
 # -- responders ----------------------------------------------------------------------------------------------
@@ -97,24 +89,18 @@ async def list_responders(
     request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     status: Annotated[str | None, Query(description="comma-separated: available, busy, off_duty")] = None,
     role: Annotated[str | None, Query(description="comma-separated: grid_worker, patrol, department_crew")] = None,
-    area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$", description="home grid under")] = None,
-    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)")] = None,
+    area: Annotated[str | None, Query(pattern=AREA_CODE, description="home grid under")] = None,
+    bbox: BBoxQuery = None,
     include_stale: Annotated[bool | None, Query(description="default: stale positions are left out when asking "
                                                             "for status=available, flagged otherwise")] = None,
     limit: Annotated[int, Query(ge=1, description="clamped to 1000")] = 100,
     after: Annotated[int | None, Query(description="keyset: the last id of the previous page")] = None,
 ) -> GeoJSONResponse:
     """Responders as a FeatureCollection of their last positions, with position age and `stale` flag."""
-    box = None
-    if bbox:
-        try:
-            box = tuple(float(v) for v in bbox.split(","))
-            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
-        except (ValueError, AssertionError):
-            raise InvalidInput("bbox is minLon,minLat,maxLon,maxLat in WGS84, with min < max.", field="bbox")
-    limit = min(limit, MAX_PAGE)
-    filters = responders.Filters(statuses=csv_list(status, RESPONDER_STATUSES, "status"),
-                                 roles=csv_list(role, RESPONDER_ROLES, "role"), area=area, bbox=box,
+    box = parse_bbox(bbox)
+    limit = page_limit(limit)
+    filters = responders.Filters(statuses=comma_list(status, RESPONDER_STATUSES, "status"),
+                                 roles=comma_list(role, RESPONDER_ROLES, "role"), area=area, bbox=box,
                                  include_stale=include_stale)
     features, next_after = await responders.list_(conn, caller, filters, settings.position_max_age_s, limit, after)
     return feature_collection(request, features, {"after": next_after, "limit": limit} if next_after else None)
@@ -170,8 +156,7 @@ async def post_positions(body: list[PingIn] | PingBatch, conn: Conn, caller: Cur
 @router.get("/dispatch/nearest", response_class=GeoJSONResponse, tags=["dispatch"])
 async def nearest(
     request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
-    lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)],
-    crs_name: Annotated[str, Query(alias="crs")] = "EPSG:4326",
+    lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",
     k: Annotated[int, Query(description="clamped to 1..100")] = 5,
     status: Annotated[str, Query(description="comma-separated; default available")] = "available",
     role: Annotated[str | None, Query(description="comma-separated")] = None,
@@ -181,10 +166,9 @@ async def nearest(
 ) -> GeoJSONResponse:
     """The k nearest responders by geodesic metres (or by road time with mode=network), with ETA, position
     age, stale flag and whether each works the grid covering the point."""
-    if crs_name != "EPSG:4326":
-        lon, lat = crs.to_wgs84(lon, lat, crs_name)
-    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=csv_list(status, RESPONDER_STATUSES, "status"),
-                             roles=csv_list(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
+    lon, lat = point_wgs84(lon, lat, crs_name)
+    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=comma_list(status, RESPONDER_STATUSES, "status"),
+                             roles=comma_list(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
                              include_stale=include_stale, mode=mode)
     found = await dispatch.nearest(conn, caller, query, max_age_s=settings.position_max_age_s,
                                    speed_mps=settings.straight_speed_mps,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Conn, CurrentCaller
+from api.params import GRID_CODE, AreaCodeQuery, BBoxQuery, CommaList, GridCodeQuery, comma_list, page_limit, parse_bbox
 from api.geojson import GeoJSONResponse, feature, feature_collection
 from geo import crs
 from geo.incidents import intake as incidents
@@ -17,7 +18,6 @@ from geo.models import INCIDENT_STATUSES
 from geo.incidents.timelimits import TZ
 
 router = APIRouter(tags=["incidents"])
-MAX_PAGE = 1000
 
 
 class Point(BaseModel):
@@ -68,7 +68,7 @@ class ActionIn(BaseModel):
 
 class ReassignIn(BaseModel):
     note: str = Field(max_length=2000, description="the reason")
-    grid_code: str | None = Field(None, pattern=r"^[0-9]{15}$")
+    grid_code: str | None = Field(None, pattern=GRID_CODE)
     assignee_id: int | None = None
 
 
@@ -101,43 +101,23 @@ async def report(body: IncidentIn, conn: Conn, caller: CurrentCaller,
     return response
 
 
-def _csv(value: str | None, allowed: tuple[str, ...] | None, field: str) -> list[str] | None:
-    if not value:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if allowed is not None and v not in allowed]
-    if unknown:
-        raise InvalidInput(f"Unknown {field} {', '.join(unknown)}; use: {', '.join(allowed)}.", field=field)
-    return items
-
 
 def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=TZ) if value is not None and value.tzinfo is None else value
 
 
 def _filters(bbox, area, grid, status, category, overdue, assignee, since, until) -> incidents.Filters:
-    box = None
-    if bbox:
-        try:
-            box = tuple(float(v) for v in bbox.split(","))
-            assert len(box) == 4 and box[0] < box[2] and box[1] < box[3]
-        except (ValueError, AssertionError):
-            raise InvalidInput("bbox is minLon,minLat,maxLon,maxLat in WGS84, with min < max.", field="bbox")
-    return incidents.Filters(bbox=box, area=area, grid=grid, statuses=_csv(status, INCIDENT_STATUSES, "status"),
-                             categories=_csv(category, None, "category"), overdue=overdue, assignee=assignee,
+    return incidents.Filters(bbox=parse_bbox(bbox), area=area, grid=grid, statuses=comma_list(status, INCIDENT_STATUSES, "status"),
+                             categories=comma_list(category, None, "category"), overdue=overdue, assignee=assignee,
                              since=_aware(since), until=_aware(until))
 
 
-Bbox = Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)")]
-AreaCode = Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")]
-GridCode = Annotated[str | None, Query(pattern=r"^[0-9]{15}$")]
-Csv = Annotated[str | None, Query(description="comma-separated")]
 Limit = Annotated[int, Query(ge=1, description="clamped to 1000")]
 
 
 @router.get("/incidents", response_class=GeoJSONResponse)
-async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: Bbox = None,
-                         area: AreaCode = None, grid: GridCode = None, status: Csv = None, category: Csv = None,
+async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: BBoxQuery = None,
+                         area: AreaCodeQuery = None, grid: GridCodeQuery = None, status: CommaList = None, category: CommaList = None,
                          overdue: bool | None = None, assignee: int | None = None, since: datetime | None = None,
                          until: datetime | None = None, limit: Limit = 100, cursor: str | None = None):
     """Incidents in your area, newest first, paged with a keyset cursor (follow the `next` link)."""
@@ -146,7 +126,7 @@ async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bb
 
 
 @router.get("/me/incidents", response_class=GeoJSONResponse)
-async def my_incidents(request: Request, conn: Conn, caller: CurrentCaller, status: Csv = None,
+async def my_incidents(request: Request, conn: Conn, caller: CurrentCaller, status: CommaList = None,
                        overdue: bool | None = None, limit: Limit = 100, cursor: str | None = None):
     """The incidents assigned to the responder linked to your user (a grid worker's own list)."""
     filters = _filters(None, None, None, status, None, overdue, await incidents.responder_of(conn, caller),
@@ -155,7 +135,7 @@ async def my_incidents(request: Request, conn: Conn, caller: CurrentCaller, stat
 
 
 async def _page(request, conn, caller, filters, limit, cursor) -> GeoJSONResponse:
-    limit = min(limit, MAX_PAGE)
+    limit = page_limit(limit)
     features, next_cursor = await incidents.list_(conn, caller, filters, limit, cursor)
     return feature_collection(request, features, {"cursor": next_cursor, "limit": limit} if next_cursor else None)
 

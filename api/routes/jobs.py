@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
+from api.params import AREA_ABOVE_GRID_CODE
 from geo import jobs
 from geo.planning import propose
 
@@ -17,11 +18,8 @@ PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 def get_runner(request: Request) -> jobs.Runner:
-    """The app's job runner (made by the lifespan; made here if an app runs without one)."""
-    state = request.app.state
-    if getattr(state, "jobs", None) is None:
-        state.jobs = jobs.Runner(state.settings.sync_url())
-    return state.jobs
+    """The app's job runner, made by the lifespan."""
+    return request.app.state.jobs
 
 
 JobRunner = Annotated[jobs.Runner, Depends(get_runner)]
@@ -55,7 +53,7 @@ def cancel_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict
 
 class Proposal(BaseModel):
     revision: int = Field(ge=0, description="The plan revision the proposal is based on (GET /plans/{id})")
-    area: str = Field(pattern=r"^\d{6}(\d{3})?(\d{3})?$",
+    area: str = Field(pattern=AREA_ABOVE_GRID_CODE,
                       description="District (6 digits), street (9) or community (12) code to redraw")
     target: float = Field(default=propose.TARGET, gt=0, le=100_000, description="Households per grid")
     tolerance: float = Field(default=propose.TOLERANCE, gt=0, lt=1, description="0.15 = ±15 %")

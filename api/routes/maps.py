@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
+from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE
 from geo.areas import hierarchy as areas
 from geo.incidents import incident_map
 from maps import grids, incidents, offline
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/maps", tags=["maps"])
 
 @router.get("/grids", response_class=HTMLResponse)
 async def grids_map(conn: Conn, caller: CurrentCaller,
-                    area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")] = None,
+                    area: Annotated[str | None, Query(pattern=AREA_CODE)] = None,
                     version: int | None = None) -> HTMLResponse:
     """The hierarchy under `area` (default: the caller's own area, else the first district)."""
     code = area or caller.area_code or "110102"
@@ -31,7 +32,7 @@ async def grids_map(conn: Conn, caller: CurrentCaller,
 
 @router.get("/incidents", response_class=HTMLResponse)
 async def incidents_map(request: Request, conn: Conn, caller: CurrentCaller,
-                        area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")] = None,
+                        area: Annotated[str | None, Query(pattern=AREA_CODE)] = None,
                         category: Annotated[list[str] | None, Query(description="category code(s); default all")] = None,
                         status: Annotated[list[str] | None, Query(description="open (default), pending, final, all, "
                                                                               "or status name(s)")] = None,
@@ -86,7 +87,7 @@ async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
 
 @router.get("/coverage", response_class=HTMLResponse)
 async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
-                       area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,3}$")] = None,
+                       area: Annotated[str | None, Query(pattern=AREA_CODE)] = None,
                        distance: Annotated[float, Query(gt=0, le=5000, description="metres")] = 500,
                        k: Annotated[int | None, Query(ge=1, le=2000, description="posts to propose; default: "
                                                                                  "today's responders")] = None,
@@ -111,7 +112,7 @@ async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, sett
 @router.get("/plans/{plan_id}", response_class=HTMLResponse)
 def plan_map(request: Request, plan_id: Annotated[int, Path(ge=1, description="Plan (grid version) id")],
              caller: CurrentCaller, engine: SyncEngine,
-             area: Annotated[str | None, Query(pattern=r"^[0-9]{6}([0-9]{3}){0,2}$", description=(
+             area: Annotated[str | None, Query(pattern=AREA_ABOVE_GRID_CODE, description=(
                  "district, street or community to show (default: the whole plan if small, else its first "
                  "community)"))] = None,
              target: Annotated[int, Query(ge=1, le=100_000, description="households per grid")] = 300,

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentCaller, SyncEngine
+from api.params import COMMUNITY_CODE, GRID_CODE
 from api.geojson import GeoJSONResponse, feature_collection
 from geo.planning import edits as plan_edits
 
 router = APIRouter(tags=["plans"])
 
 PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
-GridCode = Annotated[str, Field(pattern=r"^[0-9]{15}$", description="15-digit grid code")]
+GridCode = Annotated[str, Field(pattern=GRID_CODE, description="15-digit grid code")]
 Crs = Annotated[str, Field(description="EPSG:4326 (default), EPSG:4490, GCJ-02 or BD-09")]
 Target = Annotated[int, Query(ge=1, le=100_000, description="Households a grid should hold")]
 
@@ -116,7 +117,7 @@ def edit_plan(plan_id: PlanId, body: Annotated[Edit, Body()], caller: CurrentCal
 
 @router.get("/plans/{plan_id}/grids", response_class=GeoJSONResponse)
 def plan_grids(request: Request, plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine, target: Target = 300,
-               community: Annotated[str | None, Query(pattern=r"^[0-9]{12}$",
+               community: Annotated[str | None, Query(pattern=COMMUNITY_CODE,
                                                       description="Only this community's grids")] = None
                ) -> GeoJSONResponse:
     """The plan's grids in your area: code, name, community, kind, households, worker and

@@ -57,20 +57,32 @@ def aggregate(lon, lat, weight, cap: int, label: list, source: str) -> Points:
     lon, lat, weight = (np.asarray(a, dtype=float) for a in (lon, lat, weight))
     if len(lon) <= cap:
         return Points(lon, lat, weight, list(label), source)
+    cells, size = square_cells(lon, lat, cap)
+    mx, my, w, _ = cell_means(cells, lon, lat, weight)
+    return Points(mx, my, w, [f"cell {i}" for i in range(len(mx))], f"{source} aggregated to {size:.0f} m cells")
+
+
+def square_cells(lon: np.ndarray, lat: np.ndarray, cap: int, start_m: float = 25.0,
+                 growth: float = 1.15) -> tuple[np.ndarray, float]:
+    """Each point's cell index in the square grid (local metres) of the smallest size, growing by `growth`
+    from `start_m`, that leaves at most `cap` occupied cells; and that size."""
     xy = projector(float(np.mean(lon)))[0](lon, lat)
-    size = 25.0
+    size = start_m
     while True:
-        keys = np.floor(xy / size).astype(np.int64)
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-        inv = inv.ravel()
+        uniq, cells = np.unique(np.floor(xy / size).astype(np.int64), axis=0, return_inverse=True)
         if len(uniq) <= cap:
-            break
-        size *= 1.15
-    w = np.bincount(inv, weights=weight)
-    ww = weight + 1e-9  # weighted mean point; plain mean where a cell has no weight
-    mx = np.bincount(inv, weights=lon * ww) / np.bincount(inv, weights=ww)
-    my = np.bincount(inv, weights=lat * ww) / np.bincount(inv, weights=ww)
-    return Points(mx, my, w, [f"cell {i}" for i in range(len(uniq))], f"{source} aggregated to {size:.0f} m cells")
+            return cells.ravel(), size
+        size *= growth
+
+
+def cell_means(cells: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+               weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: the weight-weighted mean lon and lat (plain mean where a cell has no weight), the summed
+    weight and the number of points."""
+    ww = weight + 1e-9
+    total = np.bincount(cells, weights=ww)
+    return (np.bincount(cells, weights=lon * ww) / total, np.bincount(cells, weights=lat * ww) / total,
+            np.bincount(cells, weights=weight), np.bincount(cells))
 
 
 def projector(lon0: float):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Connection, DateTime, Integer, String, bindparam, case, func, insert, literal, select, true, update,
+    Connection, DateTime, Engine, Integer, String, bindparam, case, func, insert, literal, select, true, update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -130,39 +130,33 @@ def _run_once(engine, steps_h) -> Result:
         return run(conn, steps_h=steps_h)
 
 
-async def every(interval_s: float, url: str, steps_h=DEFAULT_STEPS_H) -> None:
+async def every(interval_s: float, engine: Engine, steps_h=DEFAULT_STEPS_H) -> None:
     """Escalate every `interval_s` seconds in a worker thread, until cancelled. The first run comes
     after one interval, so starting the app (or a test client) never writes anything by itself."""
-    from geo.db import sync_engine
-
     check_steps(steps_h)
-    engine = sync_engine(url, pool_size=1, max_overflow=0)
-    try:
-        while True:
-            await asyncio.sleep(interval_s)
-            job = asyncio.ensure_future(asyncio.to_thread(_run_once, engine, steps_h))
-            try:
-                result = await asyncio.shield(job)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await job  # let the running transaction finish before the engine goes away
-                raise
-            except Exception:  # a failed run must not kill the loop or the app; the next run retries
-                log.exception("Overdue escalation failed; retrying in %s s.", interval_s)
-                continue
-            if result.events:
-                log.info("Escalated %s incidents (%s events): %s.", sum(result.by_level.values()), result.events,
-                         ", ".join(f"{n} to {LEVEL_NAMES[lv]}" for lv, n in result.by_level.items()))
-    finally:
-        await asyncio.to_thread(engine.dispose)
+    while True:
+        await asyncio.sleep(interval_s)
+        job = asyncio.ensure_future(asyncio.to_thread(_run_once, engine, steps_h))
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await job  # let the running transaction finish before the engine goes away
+            raise
+        except Exception:  # a failed run must not kill the loop or the app; the next run retries
+            log.exception("Overdue escalation failed; retrying in %s s.", interval_s)
+            continue
+        if result.events:
+            log.info("Escalated %s incidents (%s events): %s.", sum(result.by_level.values()), result.events,
+                     ", ".join(f"{n} to {LEVEL_NAMES[lv]}" for lv, n in result.by_level.items()))
 
 
-def start(interval_s: float, url: str, steps_h=DEFAULT_STEPS_H) -> asyncio.Task | None:
+def start(interval_s: float, engine: Engine, steps_h=DEFAULT_STEPS_H) -> asyncio.Task | None:
     """Start the schedule as a background task (None when interval_s is 0: disabled)."""
     if not interval_s:
         return None
     check_steps(steps_h)  # a bad setting fails the startup, not every run
-    return asyncio.create_task(every(interval_s, url, steps_h), name="wangge-escalation")
+    return asyncio.create_task(every(interval_s, engine, steps_h), name="wangge-escalation")
 
 
 async def stop(task: asyncio.Task | None) -> None:
