@@ -1,6 +1,7 @@
 """The layering rules, read from the modules' own imports: geo is the core, maps builds pages, api and the CLI serve."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,11 @@ def test_concept_packages_say_what_they_own():
     for package in ("areas", "incidents", "planning", "dispatch", "analysis"):
         init = ROOT / "geo" / package / "__init__.py"
         assert ast.get_docstring(ast.parse(init.read_text())), f"geo/{package}/__init__.py has no docstring"
+
+
+def test_maps_hold_builders_only():
+    """Every map's data is gathered in geo; maps/ neither connects nor holds SQL."""
+    for module in sorted((ROOT / "maps").rglob("*.py")):
+        source = module.read_text()
+        assert not imported_packages(module) & {"sqlalchemy", "asyncpg", "psycopg"}, module.name
+        assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\s+[\w*(]", source), module.name

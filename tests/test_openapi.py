@@ -54,3 +54,59 @@ def test_swagger_ui_renders_offline_in_chromium(live_server):
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.screenshot(f"{live_server}/docs", str(SHOTS / "docs.png"))
     assert (SHOTS / "docs.png").stat().st_size > 20_000
+
+
+def _documented(spec, path, method="get", status="200"):
+    """The schema of a route's reply, as OpenAPI states it, with $refs resolved one level at a time."""
+    schemas = spec["components"]["schemas"]
+    content = spec["paths"][path][method]["responses"][status]["content"]
+    (media_type, body), = content.items()
+    return media_type, schemas[body["schema"]["$ref"].rsplit("/", 1)[1]], schemas
+
+
+def _resolve(schemas, schema):
+    if "$ref" in schema:
+        return schemas[schema["$ref"].rsplit("/", 1)[1]]
+    for option in schema.get("anyOf", ()):
+        if "$ref" in option:
+            return schemas[option["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _properties_schema(schemas, collection_or_feature):
+    if "features" in collection_or_feature["properties"]:
+        feature = _resolve(schemas, collection_or_feature["properties"]["features"]["items"])
+    else:
+        feature = collection_or_feature
+    return _resolve(schemas, feature["properties"]["properties"])
+
+
+def test_geojson_replies_carry_exactly_the_documented_properties(client, admin_headers):
+    spec = client.get("/openapi.json").json()
+    checks = [
+        ("/areas/{code}", "/areas/110102001", {}),
+        ("/areas/{code}/children", "/areas/110102001/children", {"limit": 3}),
+        ("/areas/{code}/history", "/areas/110102001001001/history", {}),
+        ("/grids/at", "/grids/at", {"lon": 116.3655, "lat": 39.9125}),
+        ("/incidents", "/incidents", {"limit": 3}),
+        ("/responders", "/responders", {"limit": 3}),
+        ("/dispatch/nearest", "/dispatch/nearest", {"lon": 116.3655, "lat": 39.9125, "k": 3}),
+    ]
+    for template, url, params in checks:
+        media_type, documented, schemas = _documented(spec, template)
+        assert media_type == "application/geo+json", template
+        reply = client.get(url, params=params, headers=admin_headers)
+        assert reply.status_code == 200, (url, reply.text[:200])
+        body = reply.json()
+        assert set(body) <= set(documented["properties"]) and set(documented["required"]) <= set(body), template
+        features = body.get("features", [body])
+        assert features, url
+        props = _properties_schema(schemas, documented)
+        for feature in features:
+            assert set(feature["properties"]) == set(props["properties"]), template
+
+
+def test_health_documents_what_it_sends(client):
+    spec = client.get("/openapi.json").json()
+    _, documented, _ = _documented(spec, "/health")
+    assert set(client.get("/health").json()) == set(documented["properties"])

@@ -3,12 +3,12 @@
 from typing import Annotated
 
 import orjson
-
 from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Conn, CurrentCaller
-from api.params import AREA_CODE, GRID_CODE, CrsName, Lat, Lon, page_limit, point_wgs84
 from api.geojson import GeoJSONResponse, feature, feature_collection
+from api.params import AREA_CODE, GRID_CODE, CrsName, Lat, Lon, page_limit, point_wgs84
+from api.schemas import AreaProperties, AreaVersionProperties, Feature, FeatureCollection, geojson
 from geo.areas import hierarchy as areas
 
 router = APIRouter(tags=["areas"])
@@ -17,14 +17,15 @@ Code = Annotated[str, Path(pattern=AREA_CODE, description="6, 9, 12 or 15-digit 
 Version = Annotated[int | None, Query(description="Grid version id; default: the active one")]
 
 
-@router.get("/areas/{code}", response_class=GeoJSONResponse)
+@router.get("/areas/{code}", response_class=GeoJSONResponse, responses=geojson(Feature[AreaProperties]))
 async def get_area(code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
                    version: Version = None) -> GeoJSONResponse:
     """One area as a Feature: code, name, level, households, worker and parent chain."""
     return feature(await areas.get(conn, caller, code, geometry, version))
 
 
-@router.get("/areas/{code}/children", response_class=GeoJSONResponse)
+@router.get("/areas/{code}/children", response_class=GeoJSONResponse,
+            responses=geojson(FeatureCollection[AreaProperties]))
 async def get_children(request: Request, code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
                        version: Version = None, after: str = "",
                        limit: Annotated[int, Query(ge=1)] = 100) -> GeoJSONResponse:
@@ -35,7 +36,8 @@ async def get_children(request: Request, code: Code, conn: Conn, caller: Current
     return feature_collection(request, features, next_params)
 
 
-@router.get("/areas/{code}/history", response_class=GeoJSONResponse)
+@router.get("/areas/{code}/history", response_class=GeoJSONResponse,
+            responses=geojson(FeatureCollection[AreaVersionProperties]))
 async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
                       code: Annotated[str, Path(pattern=GRID_CODE, description="15-digit grid code")]
                       ) -> GeoJSONResponse:
@@ -44,7 +46,7 @@ async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
     return feature_collection(request, await areas.history(conn, caller, code), None)
 
 
-@router.get("/grids/at", response_class=GeoJSONResponse)
+@router.get("/grids/at", response_class=GeoJSONResponse, responses=geojson(Feature[AreaProperties]))
 async def grid_at(conn: Conn, caller: CurrentCaller,
                   lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",
                   version: Version = None) -> GeoJSONResponse:

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.uploads import spooled
 from geo import crs as crs_
-from geo.incidents import bulk
 from geo.auth import Caller
 from geo.errors import InvalidInput
+from geo.incidents import bulk
 
 router = APIRouter(tags=["incidents"])
 REPORT_LIMIT = 1000

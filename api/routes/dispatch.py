@@ -9,8 +9,20 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from api.deps import Conn, CurrentCaller, SettingsDep
-from api.params import AREA_CODE, GRID_CODE, BBoxQuery, CrsName, Lat, Lon, comma_list, page_limit, parse_bbox, point_wgs84
 from api.geojson import GeoJSONResponse, feature, feature_collection
+from api.params import (
+    AREA_CODE,
+    GRID_CODE,
+    BBoxQuery,
+    CrsName,
+    Lat,
+    Lon,
+    comma_list,
+    page_limit,
+    parse_bbox,
+    point_wgs84,
+)
+from api.schemas import Feature, FeatureCollection, NearestResponders, ResponderProperties, geojson
 from geo import crs
 from geo.dispatch import nearest as dispatch
 from geo.dispatch import responders
@@ -73,7 +85,8 @@ class DispatchIn(BaseModel):
 
 # -- responders ----------------------------------------------------------------------------------------------
 
-@router.post("/responders", status_code=201, response_class=GeoJSONResponse, tags=["responders"])
+@router.post("/responders", status_code=201, response_class=GeoJSONResponse, tags=["responders"],
+             responses=geojson(Feature[ResponderProperties], 201))
 async def create_responder(body: ResponderIn, conn: Conn, caller: CurrentCaller,
                            settings: SettingsDep) -> GeoJSONResponse:
     """Create a grid worker, patrol or department crew; it has no position (stale) until its first ping."""
@@ -84,7 +97,8 @@ async def create_responder(body: ResponderIn, conn: Conn, caller: CurrentCaller,
     return response
 
 
-@router.get("/responders", response_class=GeoJSONResponse, tags=["responders"])
+@router.get("/responders", response_class=GeoJSONResponse, tags=["responders"],
+            responses=geojson(FeatureCollection[ResponderProperties]))
 async def list_responders(
     request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     status: Annotated[str | None, Query(description="comma-separated: available, busy, off_duty")] = None,
@@ -106,14 +120,15 @@ async def list_responders(
     return feature_collection(request, features, {"after": next_after, "limit": limit} if next_after else None)
 
 
-@router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"])
+@router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"], responses=geojson(Feature[ResponderProperties]))
 async def get_responder(responder_id: int, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
     """One responder: role, status, home grid, last position, its age and whether it is stale."""
     return feature(await responders.get(conn, caller, responder_id, settings.position_max_age_s))
 
 
-@router.patch("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"])
+@router.patch("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"],
+              responses=geojson(Feature[ResponderProperties]))
 async def update_responder(responder_id: int, body: ResponderPatch, conn: Conn, caller: CurrentCaller,
                            settings: SettingsDep) -> GeoJSONResponse:
     """Change name, phone, role, status (shift), home grid, department or linked user; only the fields sent."""
@@ -128,7 +143,8 @@ async def delete_responder(responder_id: int, conn: Conn, caller: CurrentCaller)
     return Response(status_code=204)
 
 
-@router.post("/responders/{responder_id}/position", response_class=GeoJSONResponse, tags=["responders"])
+@router.post("/responders/{responder_id}/position", response_class=GeoJSONResponse, tags=["responders"],
+             responses=geojson(Feature[ResponderProperties]))
 async def post_position(responder_id: int, body: PositionIn, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
     """One position ping: appended to the track; it becomes the last position if it is the newest."""
@@ -153,7 +169,8 @@ async def post_positions(body: list[PingIn] | PingBatch, conn: Conn, caller: Cur
 
 # -- dispatch ------------------------------------------------------------------------------------------------
 
-@router.get("/dispatch/nearest", response_class=GeoJSONResponse, tags=["dispatch"])
+@router.get("/dispatch/nearest", response_class=GeoJSONResponse, tags=["dispatch"],
+            responses=geojson(NearestResponders))
 async def nearest(
     request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",

@@ -3,12 +3,13 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.schemas import Health
 from geo.incidents.timelimits import TZ
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request) -> JSONResponse:
     try:
         async with request.app.state.pool.acquire() as conn:

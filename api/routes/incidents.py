@@ -8,14 +8,15 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Conn, CurrentCaller
-from api.params import GRID_CODE, AreaCodeQuery, BBoxQuery, CommaList, GridCodeQuery, comma_list, page_limit, parse_bbox
 from api.geojson import GeoJSONResponse, feature, feature_collection
+from api.params import GRID_CODE, AreaCodeQuery, BBoxQuery, CommaList, GridCodeQuery, comma_list, page_limit, parse_bbox
+from api.schemas import Feature, FeatureCollection, IncidentProperties, geojson
 from geo import crs
+from geo.errors import InvalidInput
 from geo.incidents import intake as incidents
 from geo.incidents import workflow
-from geo.errors import InvalidInput
-from geo.models import INCIDENT_STATUSES
 from geo.incidents.timelimits import TZ
+from geo.models import INCIDENT_STATUSES
 
 router = APIRouter(tags=["incidents"])
 
@@ -81,7 +82,8 @@ def _default_source(role: str) -> str:
     return {"grid_worker": "grid_worker", "dispatcher": "hotline"}.get(role, "resident_app")
 
 
-@router.post("/incidents", status_code=201, response_class=GeoJSONResponse)
+@router.post("/incidents", status_code=201, response_class=GeoJSONResponse,
+             responses=geojson(Feature[IncidentProperties], 201))
 async def report(body: IncidentIn, conn: Conn, caller: CurrentCaller,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> GeoJSONResponse:
     """Report an incident: it is filed in the covering grid, with its worker, department and due time."""
@@ -115,7 +117,7 @@ def _filters(bbox, area, grid, status, category, overdue, assignee, since, until
 Limit = Annotated[int, Query(ge=1, description="clamped to 1000")]
 
 
-@router.get("/incidents", response_class=GeoJSONResponse)
+@router.get("/incidents", response_class=GeoJSONResponse, responses=geojson(FeatureCollection[IncidentProperties]))
 async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: BBoxQuery = None,
                          area: AreaCodeQuery = None, grid: GridCodeQuery = None, status: CommaList = None, category: CommaList = None,
                          overdue: bool | None = None, assignee: int | None = None, since: datetime | None = None,
@@ -125,7 +127,8 @@ async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bb
     return await _page(request, conn, caller, filters, limit, cursor)
 
 
-@router.get("/me/incidents", response_class=GeoJSONResponse)
+@router.get("/me/incidents", response_class=GeoJSONResponse,
+            responses=geojson(FeatureCollection[IncidentProperties]))
 async def my_incidents(request: Request, conn: Conn, caller: CurrentCaller, status: CommaList = None,
                        overdue: bool | None = None, limit: Limit = 100, cursor: str | None = None):
     """The incidents assigned to the responder linked to your user (a grid worker's own list)."""
@@ -140,26 +143,26 @@ async def _page(request, conn, caller, filters, limit, cursor) -> GeoJSONRespons
     return feature_collection(request, features, {"cursor": next_cursor, "limit": limit} if next_cursor else None)
 
 
-@router.get("/incidents/{incident_id}", response_class=GeoJSONResponse)
+@router.get("/incidents/{incident_id}", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
 async def get_incident(incident_id: int, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """One incident with its full event history."""
     return feature(await incidents.get(conn, caller, incident_id))
 
 
-@router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse)
+@router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
 async def act(incident_id: int, body: ActionIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Move the incident through the workflow; an illegal action gets 409 with the allowed ones."""
     return feature(await incidents.act(conn, caller, incident_id, body.action, body.note, _aware(body.due_at),
                                        body.assignee_id))
 
 
-@router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse)
+@router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
 async def reassign(incident_id: int, body: ReassignIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Manual reassignment to another grid (and its worker) or responder, with a reason."""
     return feature(await incidents.reassign(conn, caller, incident_id, body.note, body.grid_code, body.assignee_id))
 
 
-@router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse)
+@router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
 async def merge(incident_id: int, body: MergeIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Merge a duplicate into the incident it repeats."""
     return feature(await incidents.merge(conn, caller, incident_id, body.into, body.note))

@@ -66,6 +66,7 @@ async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     """The point and its grid, the k nearest responders with lines, distances and ETAs (stale ones greyed
     out), and the road route for mode=network."""
     from geo import crs
+    from geo.dispatch import dispatch_map
     from maps import dispatch as dispatch_page
 
     if crs_name != "EPSG:4326":
@@ -74,7 +75,7 @@ async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
     def split(value: str | None) -> list[str] | None:  # checked against the known roles/statuses in geo.dispatch.nearest
         return [x.strip() for x in (value or "").split(",") if x.strip()] or None
 
-    data = await dispatch_page.gather(
+    data = await dispatch_map.gather(
         conn, caller, lon, lat, k, mode, split(status), split(role),
         max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps,
         network_candidates=settings.network_candidates)
@@ -96,9 +97,10 @@ async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, sett
                        ) -> HTMLResponse:
     """Covered and uncovered households, responder reach, proposed posts against today's, hotspot cells,
     and the coverage curve."""
+    from geo.analysis import coverage_map
     from maps import coverage as coverage_page
 
-    data = await coverage_page.gather(conn, caller, area, distance, k, minutes,
+    data = await coverage_map.gather(conn, caller, area, distance, k, minutes,
                                       max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps)
 
     def render() -> str:
@@ -121,8 +123,9 @@ def plan_map(request: Request, plan_id: Annotated[int, Path(ge=1, description="P
     """A plan's grids by deviation from the household target, its validation findings, the diff against the
     active version and the area's buildings; draw a line to split a grid or a polygon to redraw one. The page
     fetches grids, findings and diff from the plan APIs with the caller's token and redraws after each edit."""
+    from geo.planning import plan_map
     from maps import plans as plan_page
 
     with engine.connect() as conn:
-        data = plan_page.gather(conn, caller, plan_id, area, target, tolerance)
+        data = plan_map.gather(conn, caller, plan_id, area, target, tolerance)
     return HTMLResponse(offline.render(plan_page.build(data, request.query_params.get("access_token"))))

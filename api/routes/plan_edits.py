@@ -6,8 +6,8 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentCaller, SyncEngine
-from api.params import COMMUNITY_CODE, GRID_CODE
 from api.geojson import GeoJSONResponse, feature_collection
+from api.params import COMMUNITY_CODE, GRID_CODE
 from geo.planning import edits as plan_edits
 
 router = APIRouter(tags=["plans"])

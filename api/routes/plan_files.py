@@ -4,18 +4,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.errors import error_body
-from api.uploads import spooled
 from api.routes.bulk import _DISPOSITION
+from api.uploads import spooled
 from geo import crs as crs_
+from geo.errors import InvalidInput
 from geo.planning import files as plan_files
 from geo.planning import plans
-from geo.errors import InvalidInput
 
 router = APIRouter(tags=["plans"])
 
