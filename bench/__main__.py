@@ -10,8 +10,18 @@ import traceback
 from sqlalchemy import text
 
 from api.settings import Settings
-from bench import (bulk_import, coverage, dispatch, grids_at, incidents_post, load_time, plan_propose,
-                   plan_publish, plan_validation, report)
+from bench import (
+    bulk_import,
+    coverage,
+    dispatch,
+    grids_at,
+    incidents_post,
+    load_time,
+    plan_propose,
+    plan_publish,
+    plan_validation,
+    report,
+)
 from bench.context import REPORTS, Bench, bench_url
 from bench.report import Result
 from geo.db import sync_engine

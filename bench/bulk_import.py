@@ -15,7 +15,8 @@ from sqlalchemy import text
 from bench.context import Bench
 from bench.report import Result, Row
 from fixtures import catalog
-from geo.incidents.bulk import grid_scale, import_incidents
+from geo.incidents.bulk import import_incidents
+from geo.incidents.bulk_assign import grid_scale
 from geo.incidents.timelimits import TZ
 
 ROWS = 1_000_000

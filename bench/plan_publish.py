@@ -14,10 +14,10 @@ from sqlalchemy import text
 from bench.context import Bench
 from bench.coverage import _client, _fmt, _median_time
 from bench.report import Result, Row
-from geo.planning import diff as plan_diff
-from geo.planning import validation as plan_validation
-from geo.planning import publish
 from geo.db import migrate
+from geo.planning import diff as plan_diff
+from geo.planning import publish
+from geo.planning import validation as plan_validation
 
 REPS = 5  # rolled-back runs of each statement (median)
 

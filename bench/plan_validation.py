@@ -11,8 +11,8 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from bench.context import Bench
 from bench.coverage import REPS, _client, _fmt, _get, _median_time
 from bench.report import Result, Row
-from geo.planning import validation as pv
 from geo.db import migrate
+from geo.planning import validation as pv
 
 TARGET_S = 2.0
 

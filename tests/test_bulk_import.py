@@ -12,9 +12,9 @@ import shapely
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from geo.incidents import bulk
 from geo.crs import wgs84_to_gcj02
 from geo.errors import InvalidInput
+from geo.incidents import bulk
 from geo.incidents.timelimits import TZ, due_at
 from tests.conftest import make_token
 

@@ -12,9 +12,7 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo.analysis import coverage
-
-from geo.analysis import hotspots
+from geo.analysis import coverage, hotspots
 from geo.auth import Caller
 from tests.conftest import FIRST_DAY, LAST_DAY, make_token
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from wangge.cli import app as cli
 from geo.db import sync_engine
 from geo.incidents import escalation
 from geo.incidents.escalation import LOCK_KEY, escalate, run
+from wangge.cli import app as cli
 
 H = timedelta(hours=1)
 NEVER = (10**6, 10**6, 10**6)  # hours: nothing in the demo is that overdue, so runs write nothing

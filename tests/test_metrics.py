@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from geo.incidents import metrics
 from geo.auth import Caller
+from geo.incidents import metrics
 from geo.incidents.timelimits import TZ
 from tests.conftest import DEMO_END, FIRST_DAY, LAST_DAY, make_token
 

@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from wangge.cli import app
 from api.settings import Settings
 from tests.conftest import _server_url
+from wangge.cli import app
 
 GEOD = Geod(ellps="WGS84")
 KARHULA = (26.94, 60.52)
@@ -216,8 +216,8 @@ def test_off_vertex_points_add_walked_snap_legs(net_url, graph):
 
 
 def test_network_auto_selection_and_clear_errors(net_url, imported):
-    from geo.errors import NotFound
     from geo.dispatch.routing import NoRoadNetwork, network_etas, pick_network
+    from geo.errors import NotFound
 
     assert _run(net_url, lambda c: pick_network(c, *KARHULA)) == (imported.network_id, "karhula")
     with pytest.raises(NoRoadNetwork) as err:

@@ -362,8 +362,8 @@ def test_upload_mistakes_get_clear_errors(client, admin_headers, drafts, tmp_pat
 def test_a_file_in_a_crs_that_cannot_become_wgs84_is_refused(tmp_path):
     from pyproj import CRS
 
-    from geo.planning import files as plan_files
     from geo.errors import InvalidInput
+    from geo.planning import files as plan_files
 
     local = CRS.from_wkt('LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 10, 10)], crs=local).to_file(tmp_path / "local.gpkg")

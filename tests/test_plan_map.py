@@ -20,8 +20,8 @@ from shapely.ops import split as shapely_split
 from sqlalchemy import text
 from websockets.sync.client import connect
 
-from geo.planning import plans
 from geo.auth import Caller, create_user
+from geo.planning import plans
 from tests import browser
 from tests.conftest import make_token
 

@@ -22,9 +22,9 @@ def test_create_copies_the_active_version(client, admin_headers, engine):
 
 
 def test_stale_revision_is_a_conflict(engine, demo):
-    from geo.planning import plans
     from geo.auth import Caller, create_user
     from geo.errors import Conflict
+    from geo.planning import plans
 
     with engine.begin() as conn:
         caller = Caller(create_user(conn, "revision-tester", "admin", None), "revision-tester", "admin", None)

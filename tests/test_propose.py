@@ -291,8 +291,8 @@ def test_karhula_grids_follow_roads(scratch_url):
     from api.app import create_app
     from api.settings import Settings
     from fixtures import network_demo
-    from geo.planning import propose
     from geo.db import sync_engine
+    from geo.planning import propose
 
     engine = sync_engine(scratch_url)
     try:

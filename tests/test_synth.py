@@ -157,7 +157,7 @@ def test_open_cases_at_the_end_are_mostly_on_time(full):
     inc = full.incidents
     pending = inc.status.isin(["reported", "filed", "dispatched", "in_progress"])
     from fixtures.catalog import CATEGORIES
-    from geo.incidents.bulk import due_times
+    from geo.incidents.bulk_assign import due_times
 
     overdue = pending & (due_times(inc.reported_at, inc.category_code, CATEGORIES) < pd.Timestamp(END))
     assert 0 < overdue.sum() < 0.15 * pending.sum()  # a working district: a few late, not most

@@ -9,13 +9,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
 
-from geo.incidents import intake as incidents
-
-from geo.incidents import workflow
 from geo.auth import Caller
-from geo.errors import Conflict, DomainError, InvalidInput, NotFound
-from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 from geo.dispatch.responders import FRESH, VISIBLE
+from geo.errors import Conflict, DomainError, InvalidInput, NotFound
+from geo.incidents import intake as incidents
+from geo.incidents import workflow
+from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 from geo.sql import Query
 
 MAX_K = 100

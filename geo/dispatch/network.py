@@ -17,8 +17,8 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from geo.incidents.bulk import copy_frame
 from geo.errors import InvalidInput
+from geo.incidents.bulk_copy import copy_frame
 
 NETWORK_TYPES = ("driving", "walking")
 OSM_LICENCE = "ODbL 1.0, © OpenStreetMap contributors"

@@ -10,9 +10,9 @@ from sqlalchemy import text
 from geo import crs as crs_mod
 from geo.auth import Caller
 from geo.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from geo.incidents.timelimits import TZ
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 from geo.sql import Query
-from geo.incidents.timelimits import TZ
 
 MAX_PINGS = 10_000  # per bulk request
 MAX_CLOCK_SKEW = timedelta(seconds=120)  # pings may be this far ahead of the server clock, no more
