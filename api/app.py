@@ -1,7 +1,6 @@
 """The FastAPI application factory; the lifespan owns the database pool."""
 
 from contextlib import asynccontextmanager
-
 from pathlib import Path
 
 import asyncpg
@@ -14,8 +13,23 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast
 from api.limits import BodyLimit
-from api.routes import (analysis, areas, bulk, coverage, dispatch, health, incidents, jobs, maps, open311, plan_checks,
-                        plan_edits, plan_files, plan_publish, plans)
+from api.routes import (
+    analysis,
+    areas,
+    bulk,
+    coverage,
+    dispatch,
+    health,
+    incidents,
+    jobs,
+    maps,
+    open311,
+    plan_checks,
+    plan_edits,
+    plan_files,
+    plan_publish,
+    plans,
+)
 from api.settings import PROJECT_ROOT, Settings
 from geo import jobs as job_runner
 from geo.db import sync_engine
@@ -45,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.fast_connections.close()
         app.state.sync_engine.dispose()
 
-    app = fast.Wangge(  # FastAPI that answers plain GET /dispatch/nearest and /grids/at ahead of its routing
+    app = FastAPI(
         title="Wangge",
         version="0.1.0",
         summary="Grid management (网格化管理) on PostGIS: areas, point → grid lookup, maps.",
@@ -55,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    # Innermost, so every middleware below applies to it too: the lean path for GET /dispatch/nearest and
+    # /grids/at (api/fast.py), built from those routes' own query models and reply functions.
+    app.add_middleware(fast.LeanPath)
     # Only big pages (maps, exports) are worth compressing; small hot-path replies go out as they are.
     app.add_middleware(GZipMiddleware, minimum_size=64_000)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,

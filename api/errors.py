@@ -1,5 +1,6 @@
 """One table maps domain errors to HTTP statuses; every error reply has the same JSON shape."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,7 +66,8 @@ def _status_for(exc: errors.DomainError) -> int:
     return 400
 
 
-async def _domain(request: Request, exc: errors.DomainError):
+def domain_response(exc: errors.DomainError) -> JSONResponse:
+    """The reply to a domain error: its status from STATUS, the one body shape."""
     extra = {}
     if isinstance(exc, errors.OutsideEveryGrid):
         extra = {"nearest_grid": exc.nearest_code, "distance_m": exc.distance_m}
@@ -75,14 +77,22 @@ async def _domain(request: Request, exc: errors.DomainError):
     return JSONResponse(error_body(exc.code, exc.message, exc.field, **extra), _status_for(exc), headers=headers)
 
 
-async def _validation(request: Request, exc: RequestValidationError):
-    problems = exc.errors()
+async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
+    return domain_response(exc)
+
+
+def validation_response(problems: Sequence[Any]) -> JSONResponse:
+    """The 422 reply to request validation errors (pydantic's, with locations such as ("query", "lon"))."""
     first = problems[0] if problems else {}
     field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     message = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in problems
     )
     return JSONResponse(error_body("invalid_request", message, field), 422)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return validation_response(exc.errors())
 
 
 async def _http(request: Request, exc: StarletteHTTPException):

@@ -1,48 +1,118 @@
-"""Lean path for the hottest reads: GET /dispatch/nearest and /grids/at answered ahead of FastAPI's routing."""
+"""Lean path for the hottest reads: GET /dispatch/nearest and /grids/at, built from their routes' own parts.
+
+`LeanPath` is an ASGI middleware that `create_app` installs innermost, so body limits, compression and any
+other middleware apply to it as to every route. For a GET of those two paths with a bearer token and only
+the route's own parameters, it validates the query with the route's model (api.params), resolves the caller,
+runs the route's reply function (api.routes) on a lean connection and sends the bytes, or the error reply the
+route's handler would send (api.errors): the same answer, without FastAPI's dependency and routing work.
+Anything else (other parameters, repeated ones, a token in the URL, dependency overrides) goes to the route.
+"""
 
 import asyncio
 import logging
-import re
 from collections import deque
 from urllib.parse import parse_qsl
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import cached_caller
-from api.params import comma_list
-from api.routes.dispatch import nearest_body
-from geo.areas import hierarchy as areas
-from geo.dispatch import nearest as dispatch
+from api.errors import domain_response, validation_response
+from api.params import GridAtQuery, NearestQuery
+from api.routes.areas import grid_at_reply
+from api.routes.dispatch import nearest_reply
+from api.settings import Settings
 from geo.errors import DomainError
-from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 
-# Only values that pydantic reads the same way; anything else (and every error) is left to the FastAPI route.
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?")
-_INT = re.compile(r"[+-]?\d{1,9}")
-_BOOL = {"true": True, "false": False, "1": True, "0": False}
-_NEAREST = frozenset(("lon", "lat", "k", "status", "role", "max_distance", "mode", "include_stale", "crs"))
-_GRID_AT = frozenset(("lon", "lat", "crs", "version"))
-_TYPE = (b"content-type", b"application/geo+json")
+CONNECT_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 
-class Wangge(FastAPI):
-    """The app: a plain GET /dispatch/nearest or /grids/at (WGS84, valid parameters, a bearer token that resolves)
-    is answered here with the same bytes as its route; everything else — and every error — goes through FastAPI,
-    which keeps the routes, their OpenAPI entries and their error replies."""
+async def _nearest(conn, caller, settings: Settings, params: NearestQuery) -> bytes:
+    return await nearest_reply(conn, caller, settings, params.nearest())
 
-    async def __call__(self, scope, receive, send):
-        lean = LEAN.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if lean is not None and not self.root_path:
-            scope["app"] = self
-            body = await lean(scope)
-            if body is not None:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", b"%d" % len(body)), _TYPE]})
-                await send({"type": "http.response.body", "body": body})
+
+async def _grid_at(conn, caller, settings: Settings, params: GridAtQuery) -> bytes:
+    return await grid_at_reply(conn, caller, params)
+
+
+# path -> (the route's query model, its reply function)
+ROUTES = {"/dispatch/nearest": (NearestQuery, _nearest), "/grids/at": (GridAtQuery, _grid_at)}
+_NAMES = {path: frozenset(model.model_fields) for path, (model, _) in ROUTES.items()}
+
+
+class LeanPath:
+    """Answers plain GET /dispatch/nearest and /grids/at; passes everything else on."""
+
+    def __init__(self, app: ASGIApp):
+        """Wrap the rest of the stack."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a lean request, or pass it on."""
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if route is not None and not scope["app"].dependency_overrides and not scope.get("root_path"):
+            response = await answer(scope, *route)
+            if response is not None:
+                await response(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def query_params(query_string: bytes, names: frozenset) -> dict | None:
+    """The query parameters as Starlette parses them, or None if any is repeated or not one of `names`."""
+    query = query_string.decode("latin-1")
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:  # nothing to unquote: parse_qsl's split, at a quarter of its cost
+        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
+    params = dict(pairs)
+    return params if len(params) == len(pairs) and params.keys() <= names else None
+
+
+def bearer_token(headers) -> str | None:
+    """The bearer token as fastapi.security.HTTPBearer reads it (the first Authorization header)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
+            return credentials if scheme.lower() == "bearer" and credentials else None
+    return None
+
+
+async def answer(scope: Scope, model: type[BaseModel], reply) -> Response | None:
+    """The route's response for this request, or None when the route must answer it itself."""
+    raw = query_params(scope["query_string"], _NAMES[scope["path"]])
+    pool: Connections = scope["app"].state.fast_connections
+    if raw is None:
+        return None
+    try:
+        params = model.model_validate(raw)
+    except ValidationError as exc:
+        return validation_response([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()])
+    try:
+        conn = await pool.take()
+    except Exception:
+        log.warning("lean %s could not connect; the route answers instead", scope["path"], exc_info=True)
+        return None
+    state = scope["app"].state
+    try:
+        caller = await cached_caller(state, conn, bearer_token(scope["headers"]))
+        body = await reply(conn, caller, state.settings, params)
+    except DomainError as exc:
+        pool.give(conn)
+        return domain_response(exc)
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        pool.discard(conn)  # a broken lean connection: the route answers on the main pool
+        log.warning("lean %s lost its connection; the route answers instead", scope["path"], exc_info=True)
+        return None
+    except BaseException:
+        pool.discard(conn)  # its state is unknown
+        raise
+    pool.give(conn)
+    return Response(body, headers={"content-type": "application/geo+json"})
 
 
 class Connections:
@@ -66,7 +136,8 @@ class Connections:
             if self.open < self.size:
                 self.open += 1
                 try:
-                    return await asyncpg.connect(self.dsn, server_settings=self.server_settings)
+                    return await asyncpg.connect(self.dsn, server_settings=self.server_settings,
+                                                 timeout=CONNECT_TIMEOUT_S)
                 except BaseException:
                     self._dropped()
                     raise
@@ -112,112 +183,6 @@ class Connections:
         await asyncio.gather(*(conn.close() for conn in idle), return_exceptions=True)
 
 
-def connections(settings) -> Connections:
+def connections(settings: Settings) -> Connections:
+    """The lean path's connections, as many as the main pool may hold."""
     return Connections(settings.libpq_url(), settings.pool_size, settings.timezone)
-
-
-def _token(headers) -> str | None:
-    """The bearer token as fastapi.security.HTTPBearer reads it (the first Authorization header)."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            credentials = credentials.strip()
-            return credentials if scheme.lower() == "bearer" and credentials else None
-    return None
-
-
-def _params(query_string: bytes, names: frozenset) -> dict | None:
-    """The query parameters (as Starlette parses them) with WGS84 lon, lat in range, or None if anything is
-    missing, repeated, unknown or not plain."""
-    query = query_string.decode("latin-1")
-    if "%" in query or "+" in query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-    else:  # nothing to unquote: parse_qsl's split, at a quarter of its cost
-        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
-    params = dict(pairs)
-    if len(params) != len(pairs) or not params.keys() <= names or params.get("crs", "EPSG:4326") != "EPSG:4326":
-        return None
-    lon, lat = params.get("lon", ""), params.get("lat", "")
-    if not (_FLOAT.fullmatch(lon) and _FLOAT.fullmatch(lat)):
-        return None
-    params["lon"], params["lat"] = float(lon), float(lat)
-    return params if -180 <= params["lon"] <= 180 and -90 <= params["lat"] <= 90 else None
-
-
-def _nearest_query(params: dict) -> dispatch.Nearest | None:
-    k, max_distance, stale = params.get("k", "5"), params.get("max_distance"), params.get("include_stale", "false")
-    if not (_INT.fullmatch(k) and stale in _BOOL and params.get("mode", "straight") == "straight"
-            and (max_distance is None or _FLOAT.fullmatch(max_distance))):
-        return None
-    distance = None if max_distance is None else float(max_distance)
-    if distance is not None and not distance > 0:
-        return None
-    try:
-        statuses = comma_list(params.get("status", "available"), RESPONDER_STATUSES, "status")
-        roles = comma_list(params.get("role"), RESPONDER_ROLES, "role")
-    except DomainError:
-        return None
-    return dispatch.Nearest(lon=params["lon"], lat=params["lat"], k=int(k), statuses=statuses, roles=roles,
-                            max_distance_m=distance, include_stale=_BOOL[stale])
-
-
-async def _answer(scope, work) -> bytes | None:
-    """`await work(conn, caller, settings)` on a lean connection for the bearer token's caller; None (the route
-    answers) without a token, or on any error: the route then gives the same error reply, or succeeds on the
-    main pool if a lean connection broke."""
-    token = _token(scope["headers"])
-    state = scope["app"].state
-    pool: Connections | None = getattr(state, "fast_connections", None)  # made by the app's lifespan
-    if token is None or pool is None:
-        return None
-    try:
-        conn = await pool.take()
-    except Exception:
-        log.warning("lean %s could not connect; the route answers instead", scope["path"], exc_info=True)
-        return None
-    try:
-        caller = await cached_caller(state, conn, token)
-        body = await work(conn, caller, state.settings)
-    except DomainError:
-        pool.give(conn)
-        return None
-    except BaseException as exc:
-        pool.discard(conn)
-        if isinstance(exc, Exception):
-            log.warning("lean %s failed; the route answers instead", scope["path"], exc_info=True)
-            return None
-        raise
-    pool.give(conn)
-    return body
-
-
-async def nearest(scope) -> bytes | None:
-    """GET /dispatch/nearest: the route's reply body for a plain straight-line query, or None."""
-    params = _params(scope["query_string"], _NEAREST)
-    query = _nearest_query(params) if params is not None else None
-    if query is None:
-        return None
-
-    async def work(conn, caller, settings):
-        found = await dispatch.nearest(conn, caller, query, max_age_s=settings.position_max_age_s,
-                                       speed_mps=settings.straight_speed_mps)
-        return nearest_body(found, query.lon, query.lat, settings.straight_speed_mps)
-
-    return await _answer(scope, work)
-
-
-async def grid_at(scope) -> bytes | None:
-    """GET /grids/at: the covering grid's Feature (as api.routes.areas.grid_at replies), or None."""
-    params = _params(scope["query_string"], _GRID_AT)
-    version = params.get("version") if params is not None else None
-    if params is None or not (version is None or _INT.fullmatch(version)):
-        return None
-
-    async def work(conn, caller, settings):
-        version_id = None if version is None else int(version)
-        return (await areas.grid_at(conn, caller, params["lon"], params["lat"], version_id)).encode()
-
-    return await _answer(scope, work)
-
-
-LEAN = {"/dispatch/nearest": nearest, "/grids/at": grid_at}

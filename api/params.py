@@ -1,11 +1,14 @@
 """The query shapes the routes share, each parsed in one place: codes, pages, comma lists, bboxes and points."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Query
+from pydantic import BaseModel, Field
 
 from geo import crs
+from geo.dispatch import nearest as dispatch
 from geo.errors import InvalidInput
+from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 
 AREA_CODE = r"^[0-9]{6}([0-9]{3}){0,3}$"  # district 6, street 9, community 12, grid 15 digits
 COMMUNITY_CODE = r"^[0-9]{12}$"
@@ -17,9 +20,6 @@ AreaCodeQuery = Annotated[str | None, Query(pattern=AREA_CODE, description="6, 9
 GridCodeQuery = Annotated[str | None, Query(pattern=GRID_CODE, description="15-digit grid code")]
 BBoxQuery = Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS84)")]
 CommaList = Annotated[str | None, Query(description="comma-separated")]
-Lon = Annotated[float, Query(ge=-180, le=180)]
-Lat = Annotated[float, Query(ge=-90, le=90)]
-CrsName = Annotated[str, Query(alias="crs", description="EPSG:4326 (default), EPSG:4490, GCJ-02 or BD-09")]
 
 
 def comma_list(value: str | None, allowed: tuple[str, ...] | None, field: str) -> list[str] | None:
@@ -52,3 +52,43 @@ def page_limit(limit: int) -> int:
 def point_wgs84(lon: float, lat: float, crs_name: str) -> tuple[float, float]:
     """A point given in any supported CRS, as WGS84 lon/lat."""
     return (lon, lat) if crs_name == "EPSG:4326" else crs.to_wgs84(lon, lat, crs_name)
+
+
+class PointQuery(BaseModel):
+    """A point in any supported CRS: the query of GET /grids/at and the start of GET /dispatch/nearest.
+
+    The routes take it as their query model and the lean path (api/fast.py) validates with it, so both read
+    every parameter, default and error the same way."""
+
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    crs: str = Field("EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 or BD-09")
+
+    def wgs84(self) -> tuple[float, float]:
+        """The point as WGS84 lon/lat."""
+        return point_wgs84(self.lon, self.lat, self.crs)
+
+
+class GridAtQuery(PointQuery):
+    """GET /grids/at: a point, and which grid version to look in."""
+
+    version: int | None = Field(None, description="Grid version id; default: the active one")
+
+
+class NearestQuery(PointQuery):
+    """GET /dispatch/nearest: a point and which responders to rank."""
+
+    k: int = Field(5, description="clamped to 1..100")
+    status: str = Field("available", description="comma-separated; default available")
+    role: str | None = Field(None, description="comma-separated")
+    max_distance: float | None = Field(None, gt=0, description="metres")
+    mode: Literal["straight", "network"] = "straight"
+    include_stale: bool = False
+
+    def nearest(self) -> dispatch.Nearest:
+        """The domain query, the point in WGS84 and the comma lists checked (400 naming the field)."""
+        lon, lat = self.wgs84()
+        return dispatch.Nearest(lon=lon, lat=lat, k=self.k,
+                                statuses=comma_list(self.status, RESPONDER_STATUSES, "status"),
+                                roles=comma_list(self.role, RESPONDER_ROLES, "role"),
+                                max_distance_m=self.max_distance, include_stale=self.include_stale, mode=self.mode)

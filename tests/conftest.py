@@ -166,3 +166,14 @@ def grids(engine, demo):
         return gpd.read_postgis(text(
             "SELECT code, worker_id, geom FROM areas WHERE level = 'grid' AND version_id = "
             "(SELECT id FROM grid_versions WHERE status = 'active') ORDER BY code"), conn, geom_col="geom")
+
+
+def lean(client, headers: dict, path: str, query: str):
+    """What the lean path (api/fast.py) answers for GET path?query, run in the app's loop: a Response, or None
+    when it leaves the request to the FastAPI route."""
+    from api import fast
+
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(),
+             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+             "app": client.app}
+    return client.portal.call(fast.answer, scope, *fast.ROUTES[path])

@@ -8,7 +8,7 @@ import shapely
 from pyproj import Geod
 from sqlalchemy import text
 
-from tests.conftest import make_token
+from tests.conftest import lean, make_token
 
 GEOD = Geod(ellps="WGS84")
 TAG = "dt-"  # name prefix of every responder this module inserts; removed at the end
@@ -245,13 +245,9 @@ def test_the_mercator_bound_holds_around_the_world():
 
 
 def _lean(client, headers: dict, query: str) -> bytes | None:
-    """What api/fast.py answers for GET /dispatch/nearest?query, run in the app's loop; None: left to FastAPI."""
-    from api import fast
-
-    scope = {"type": "http", "method": "GET", "path": "/dispatch/nearest", "query_string": query.encode(),
-             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-             "app": client.app}
-    return client.portal.call(fast.nearest, scope)
+    """The lean path's body for a 200 to GET /dispatch/nearest?query, else None."""
+    response = lean(client, headers, "/dispatch/nearest", query)
+    return response.body if response is not None and response.status_code == 200 else None
 
 
 def _without_ages(body: dict) -> tuple[dict, list[float]]:
@@ -284,31 +280,34 @@ def test_the_lean_path_answers_plain_queries_exactly_as_the_route(client, admin_
             assert 1 <= len(lean_body["features"]) <= 100
 
 
-def test_the_lean_path_leaves_every_error_to_the_route(client, admin_headers):
+def test_the_lean_path_answers_every_error_as_the_route(client, admin_headers):
     cases = [
         ("lat=39.9", admin_headers, 422, "lon"),
         ("lon=116.38&lat=91", admin_headers, 422, "lat"),
         ("lon=116.38&lat=39.9&k=abc", admin_headers, 422, "k"),
         ("lon=116.38&lat=39.9&max_distance=0", admin_headers, 422, "max_distance"),
+        ("lon=116.38&lat=39.9&mode=teleport", admin_headers, 422, "mode"),
+        ("lon=116.38&lat=39.9&include_stale=maybe", admin_headers, 422, "include_stale"),
+        ("lon=1e400&lat=39.9", admin_headers, 422, "lon"),
         ("lon=116.38&lat=39.9&status=flying", admin_headers, 400, "Unknown status flying"),
         ("lon=116.38&lat=39.9&role=pilot", admin_headers, 400, "Unknown role pilot"),
+        ("lon=116.38&lat=39.9&crs=EPSG:9999", admin_headers, 400, "EPSG:9999"),
         ("lon=116.38&lat=39.9", {"Authorization": "Bearer wg_not-a-token"}, 401, "Invalid, expired or revoked"),
         ("lon=116.38&lat=39.9", {}, 401, "Missing bearer token"),
         ("lon=116.38&lat=39.9", {"Authorization": "Basic d2c6d2c="}, 401, "Missing bearer token"),
     ]
     for query, headers, status, message in cases:
-        assert _lean(client, headers, query) is None, query
-        response = client.get(f"/dispatch/nearest?{query}", headers=headers)
-        assert response.status_code == status, (query, response.text)
-        assert message in response.json()["error"]["message"], (query, response.text)
-    # Unusual but valid requests go to the route too, which answers them.
-    for query in ("lon=116.38&lat=39.9&lon=116.39", "lon=116.38&lat=39.9&include_stale=yes",
-                  "lon=116.38&lat=39.9&crs=4326", "lon=1e400&lat=39.9"):
-        assert _lean(client, admin_headers, query) is None, query
+        answered = lean(client, headers, "/dispatch/nearest", query)
+        routed = client.get(f"/dispatch/nearest?{query}&via=route", headers=headers)
+        assert routed.status_code == status, (query, routed.text)
+        assert message in routed.json()["error"]["message"], (query, routed.text)
+        assert answered is not None and answered.status_code == status, query
+        assert answered.body == routed.content, query
+    # Repeated or unknown parameters go to the route, which answers them.
+    for query in ("lon=116.38&lat=39.9&lon=116.39", "lon=116.38&lat=39.9&via=route"):
+        assert lean(client, admin_headers, "/dispatch/nearest", query) is None, query
     assert client.get("/dispatch/nearest?lon=116.38&lat=39.9&include_stale=yes",
                       headers=admin_headers).status_code == 200
-    assert client.get("/dispatch/nearest?lon=1e400&lat=39.9", headers=admin_headers).status_code == 422
-    # The route is still documented.
     assert "/dispatch/nearest" in client.get("/openapi.json").json()["paths"]
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Conn, CurrentCaller
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from api.params import AREA_CODE, GRID_CODE, CrsName, Lat, Lon, page_limit, point_wgs84
+from api.params import AREA_CODE, GRID_CODE, GridAtQuery, page_limit
 from api.schemas import AreaProperties, AreaVersionProperties, Feature, FeatureCollection, geojson
 from geo.areas import hierarchy as areas
 
@@ -47,12 +47,15 @@ async def get_history(request: Request, conn: Conn, caller: CurrentCaller,
 
 
 @router.get("/grids/at", response_class=GeoJSONResponse, responses=geojson(Feature[AreaProperties]))
-async def grid_at(conn: Conn, caller: CurrentCaller,
-                  lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",
-                  version: Version = None) -> GeoJSONResponse:
+async def grid_at(conn: Conn, caller: CurrentCaller, params: Annotated[GridAtQuery, Query()]) -> GeoJSONResponse:
     """The grid covering a point (edges included; shared edges go to the lowest code)."""
-    lon, lat = point_wgs84(lon, lat, crs_name)
-    return feature(await areas.grid_at(conn, caller, lon, lat, version))
+    return GeoJSONResponse(await grid_at_reply(conn, caller, params))
+
+
+async def grid_at_reply(conn, caller, params: GridAtQuery) -> bytes:
+    """The reply body of GET /grids/at (the route's, and the lean path's)."""
+    lon, lat = params.wgs84()
+    return (await areas.grid_at(conn, caller, lon, lat, params.version)).encode()
 
 
 def _code_of(feature_text: str) -> str:

@@ -14,19 +14,16 @@ from api.params import (
     AREA_CODE,
     GRID_CODE,
     BBoxQuery,
-    CrsName,
-    Lat,
-    Lon,
+    NearestQuery,
     comma_list,
     page_limit,
     parse_bbox,
-    point_wgs84,
 )
 from api.schemas import Feature, FeatureCollection, NearestResponders, ResponderProperties, geojson
+from api.settings import Settings
 from geo import crs
 from geo.dispatch import nearest as dispatch
 from geo.dispatch import responders
-from geo.errors import InvalidInput
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 
 router = APIRouter()
@@ -171,26 +168,19 @@ async def post_positions(body: list[PingIn] | PingBatch, conn: Conn, caller: Cur
 
 @router.get("/dispatch/nearest", response_class=GeoJSONResponse, tags=["dispatch"],
             responses=geojson(NearestResponders))
-async def nearest(
-    request: Request, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
-    lon: Lon, lat: Lat, crs_name: CrsName = "EPSG:4326",
-    k: Annotated[int, Query(description="clamped to 1..100")] = 5,
-    status: Annotated[str, Query(description="comma-separated; default available")] = "available",
-    role: Annotated[str | None, Query(description="comma-separated")] = None,
-    max_distance: Annotated[float | None, Query(gt=0, description="metres")] = None,
-    mode: Annotated[Literal["straight", "network"], Query()] = "straight",
-    include_stale: bool = False,
-) -> GeoJSONResponse:
+async def nearest(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+                  params: Annotated[NearestQuery, Query()]) -> GeoJSONResponse:
     """The k nearest responders by geodesic metres (or by road time with mode=network), with ETA, position
     age, stale flag and whether each works the grid covering the point."""
-    lon, lat = point_wgs84(lon, lat, crs_name)
-    query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=comma_list(status, RESPONDER_STATUSES, "status"),
-                             roles=comma_list(role, RESPONDER_ROLES, "role"), max_distance_m=max_distance,
-                             include_stale=include_stale, mode=mode)
+    return GeoJSONResponse(await nearest_reply(conn, caller, settings, params.nearest()))
+
+
+async def nearest_reply(conn, caller, settings: Settings, query: dispatch.Nearest) -> bytes:
+    """The reply body of GET /dispatch/nearest (the route's, and the lean path's)."""
     found = await dispatch.nearest(conn, caller, query, max_age_s=settings.position_max_age_s,
                                    speed_mps=settings.straight_speed_mps,
                                    network_candidates=settings.network_candidates)
-    return GeoJSONResponse(nearest_body(found, lon, lat, settings.straight_speed_mps))
+    return nearest_body(found, query.lon, query.lat, settings.straight_speed_mps)
 
 
 def nearest_body(found: dispatch.NearestResult, lon: float, lat: float, speed_mps: float) -> bytes:

@@ -8,9 +8,10 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
-from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE
+from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE, comma_list, point_wgs84
 from geo.areas import hierarchy as areas
 from geo.incidents import incident_map
+from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 from maps import grids, incidents, offline
 
 router = APIRouter(prefix="/maps", tags=["maps"])
@@ -65,18 +66,13 @@ async def dispatch_map(conn: Conn, caller: CurrentCaller, settings: SettingsDep,
                        ) -> HTMLResponse:
     """The point and its grid, the k nearest responders with lines, distances and ETAs (stale ones greyed
     out), and the road route for mode=network."""
-    from geo import crs
     from geo.dispatch import dispatch_map
     from maps import dispatch as dispatch_page
 
-    if crs_name != "EPSG:4326":
-        lon, lat = crs.to_wgs84(lon, lat, crs_name)
-
-    def split(value: str | None) -> list[str] | None:  # checked against the known roles/statuses in geo.dispatch.nearest
-        return [x.strip() for x in (value or "").split(",") if x.strip()] or None
-
+    lon, lat = point_wgs84(lon, lat, crs_name)
     data = await dispatch_map.gather(
-        conn, caller, lon, lat, k, mode, split(status), split(role),
+        conn, caller, lon, lat, k, mode, comma_list(status, RESPONDER_STATUSES, "status"),
+        comma_list(role, RESPONDER_ROLES, "role"),
         max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps,
         network_candidates=settings.network_candidates)
 
