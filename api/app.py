@@ -37,6 +37,7 @@ from geo.incidents import escalation
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app: routes, error handlers, middleware, docs, and a lifespan that owns the pools and engines."""
     settings = settings or Settings()
 
     @asynccontextmanager

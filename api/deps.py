@@ -16,10 +16,12 @@ _bearer = HTTPBearer(auto_error=False, description="Token from `wangge users cre
 
 
 def get_settings(request: Request) -> Settings:
+    """The app's settings."""
     return request.app.state.settings
 
 
 async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from the app's asyncpg pool for the length of the request."""
     async with request.app.state.pool.acquire() as conn:
         yield conn
 

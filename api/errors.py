@@ -56,6 +56,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra) -> dict:
+    """The one error body: {"error": {code, message, field, ...}}."""
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 

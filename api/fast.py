@@ -122,6 +122,7 @@ class Connections:
     generic plans: re-planning the dispatch statement on every call cost more than running it."""
 
     def __init__(self, dsn: str, size: int, timezone: str):
+        """Up to `size` connections to `dsn`, with generic plans and the given time zone."""
         self.dsn, self.size = dsn, size
         self.server_settings = {"timezone": timezone, "plan_cache_mode": "force_generic_plan"}
         self.idle: list[asyncpg.Connection] = []
@@ -130,6 +131,7 @@ class Connections:
         self.closed = False
 
     async def take(self) -> asyncpg.Connection:
+        """An idle connection, a new one if there is room, else the next one given back."""
         while True:
             if self.idle:
                 return self.idle.pop()
@@ -153,6 +155,7 @@ class Connections:
                 return conn  # None: one was dropped, so there is room to connect
 
     def give(self, conn: asyncpg.Connection) -> None:
+        """Return a connection after a clean query: to a waiter, else to the idle list."""
         if self.closed or conn.is_closed():
             self.discard(conn)
             return
@@ -177,6 +180,7 @@ class Connections:
                 return
 
     async def close(self) -> None:
+        """Close the idle connections; those in use are dropped when given back."""
         self.closed = True
         idle, self.idle = self.idle, []
         self.open -= len(idle)

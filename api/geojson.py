@@ -8,10 +8,12 @@ MEDIA_TYPE = "application/geo+json"
 
 
 class GeoJSONResponse(Response):
+    """A reply sent as application/geo+json."""
     media_type = MEDIA_TYPE
 
 
 def feature(text: str) -> GeoJSONResponse:
+    """A Feature already serialised by PostGIS, as the reply."""
     return GeoJSONResponse(text.encode())
 
 

@@ -12,13 +12,16 @@ class BodyLimit:
     to byte limits; the first match wins."""
 
     def __init__(self, app, default: int, limits: dict[str, int] | None = None):
+        """Wrap `app`; `limits` maps path patterns to byte limits, `default` applies elsewhere."""
         self.app, self.default = app, default
         self.limits = [(re.compile(pattern), limit) for pattern, limit in (limits or {}).items()]
 
     def limit_for(self, path: str) -> int:
+        """The body limit of a path."""
         return next((limit for pattern, limit in self.limits if pattern.match(path)), self.default)
 
     async def __call__(self, scope, receive, send):
+        """Refuse a body over the path's limit with 413, by Content-Length or while it streams."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limit_for(scope["path"])

@@ -14,6 +14,7 @@ class ClusterError(RuntimeError):
 
 
 class Settings(BaseSettings):
+    """Typed settings, each from its WANGGE_* environment variable."""
     model_config = SettingsConfigDict(env_prefix="WANGGE_", extra="ignore")
 
     # When set, an existing PostGIS is used and the project-local cluster is left alone.
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
         return f"postgresql://{rest}"
 
     def resolved_url(self) -> str:
+        """WANGGE_DATABASE_URL when set, else the project-local cluster's URL."""
         return self.database_url or self.local_url()
 
     def local_url(self, dbname: str | None = None) -> str:

@@ -163,7 +163,7 @@ def hotspots(ctx: Bench) -> Result:
                         neighbours[a].append(b)
                         neighbours[b].append(a)
                     cell_of = [index.get(r[2], -1) for r in incidents]
-                    keep_times = [t for t, c in zip(times, cell_of) if c >= 0]
+                    keep_times = [t for t, c in zip(times, cell_of, strict=False) if c >= 0]
                     cell_of = [c for c in cell_of if c >= 0]
                 return hs.analyse(ids, neighbours, np.asarray(cell_of, dtype=int), keep_times, t0, t1,
                                   p["windows"], p["alpha"], p["permutations"])
@@ -252,7 +252,7 @@ def _network_eta(ctx: Bench, loaded: bool) -> Result:
     # Raw inputs per point: the 5 responders' vertices → the point's vertex (routing's own snap), the edge query.
     queries, legs = [], []
     with psycopg.connect(ctx.url) as conn:
-        for (lon, lat), feats in zip(points, answers):
+        for (lon, lat), feats in zip(points, answers, strict=False):
             cands = [(f["id"], *f["geometry"]["coordinates"]) for f in feats]
             pts = [(lon, lat)] + [(c[1], c[2]) for c in cands]
             snaps = conn.execute(_pg(routing._SNAP), _args(network_id, [p[0] for p in pts],
@@ -276,7 +276,7 @@ def _network_eta(ctx: Bench, loaded: bool) -> Result:
             costs = dict(conn.execute("SELECT start_vid, agg_cost FROM pgr_dijkstraCost(%s, %s::bigint[], %s, "
                                       "directed => true)", (q, sources, target)).fetchall())
             tsnap, ssnaps, cands, feats = legs[i]
-            for vid, snap_m, feat in zip(sources, ssnaps, feats):
+            for vid, snap_m, feat in zip(sources, ssnaps, feats, strict=False):
                 expect = 0.0 if vid == target else costs.get(vid)
                 got = feat["properties"]["eta_s"]
                 if expect is None or got is None:

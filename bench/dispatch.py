@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import httpx
@@ -78,7 +78,7 @@ def fallbacks(ctx: Bench, points) -> int:
                                      "roles": None, "include_stale": False, "max_age": MAX_AGE_S,
                                      "max_distance": None, "speed": SPEED_MPS})
             names = [c.name for c in cur.description]
-            rows = [dict(zip(names, row)) for row in cur]
+            rows = [dict(zip(names, row, strict=False)) for row in cur]
             count += not dispatch.proven(rows, dispatch.ranked(rows, 5, None), lat, 5, m, None)
     return count
 
@@ -102,7 +102,7 @@ def spot_check(ctx: Bench, client: httpx.Client) -> list[str]:
                 "FROM responders WHERE status = 'available' AND position IS NOT NULL "
                 "AND position_at >= now() - make_interval(secs => %s) ORDER BY d, id LIMIT 5",
                 (lon, lat, MAX_AGE_S)).fetchall()
-            if [g[0] for g in got] != [e[0] for e in exact] or any(abs(g[1] - e[1]) > 0.01 for g, e in zip(got, exact)):
+            if [g[0] for g in got] != [e[0] for e in exact] or any(abs(g[1] - e[1]) > 0.01 for g, e in zip(got, exact, strict=False)):
                 problems.append(f"({lon!r}, {lat!r}): HTTP {got} vs exact {[(e[0], round(e[1], 2)) for e in exact]}")
     return problems
 
@@ -201,7 +201,7 @@ def _raw_ingest(ctx: Bench, batches: list[list[dict]]) -> tuple[float, int]:
                 ids = [p["responder_id"] for p in batch]
                 with conn.transaction():
                     conn.execute(lock, {"ids": sorted(set(ids)), "scope": ""})
-                    conn.execute(ingest, {"ids": ids, "ats": [datetime.now(timezone.utc)] * len(batch),
+                    conn.execute(ingest, {"ids": ids, "ats": [datetime.now(UTC)] * len(batch),
                                           "lons": [p["lon"] for p in batch], "lats": [p["lat"] for p in batch],
                                           "accuracies": [p["accuracy_m"] for p in batch],
                                           "sources": [p["source"] for p in batch]})

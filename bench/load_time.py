@@ -27,7 +27,7 @@ def demo_load(ctx: Bench) -> Result:
     report = load(ctx.engine, synth.build, step=lambda name: marks.append((name, time.perf_counter())))
     total = time.perf_counter() - started
     marks.append(("end", time.perf_counter()))
-    phases = {name: t2 - t1 for (name, t1), (_, t2) in zip(marks, marks[1:])}
+    phases = {name: t2 - t1 for (name, t1), (_, t2) in zip(marks, marks[1:], strict=False)}
     generation = phases.get("building the synthetic district")
 
     raw = raw_write(ctx.url)

@@ -3,7 +3,7 @@
 import os
 import platform
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass
@@ -78,7 +78,7 @@ def machine() -> dict:
 
 
 def render(rows: list[Row], facts: dict, notes: list[str], failures: list[str]) -> str:
-    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     parts = [
         "# Wangge benchmarks",
         "",

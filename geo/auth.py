@@ -28,14 +28,17 @@ class Caller:
         return self.area_code or ""
 
     def can_see(self, code: str) -> bool:
+        """Whether an area code lies in the caller's scope."""
         return code.startswith(self.scope)
 
     def require_role(self, *roles: str) -> None:
+        """Forbidden unless the caller is admin or has one of `roles`."""
         if self.role != "admin" and self.role not in roles:
             raise Forbidden(f"Role {self.role!r} may not do this; it needs one of: {', '.join(roles)}.")
 
 
 def hash_token(token: str) -> str:
+    """The stored form of a token (SHA-256 hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -48,7 +51,8 @@ def create_user(conn: Connection, name: str, role: str, area_code: str | None) -
     if area_code is not None:
         exists = conn.execute(select(Area.id).where(Area.code == area_code).limit(1)).first()
         if not exists:
-            raise NotFound(f"No area with code {area_code!r}; list codes with GET /areas/{{code}}/children.", field="area")
+            raise NotFound(f"No area with code {area_code!r}; list codes with GET /areas/{{code}}/children.",
+                           field="area")
     user_id = conn.execute(
         insert(User).values(name=name, role=role, area_code=area_code).returning(User.id)
     ).scalar_one()
@@ -66,6 +70,7 @@ def issue_token(conn: Connection, user_id: int) -> str:
 
 
 def get_user_id(conn: Connection, name: str) -> int | None:
+    """The id of the user with this name, or None."""
     return conn.execute(select(User.id).where(User.name == name)).scalar_one_or_none()
 
 
@@ -93,6 +98,7 @@ async def resolve_token(conn, token: str | None) -> Caller:
 
 
 def revoke_tokens(conn: Connection, user_id: int) -> int:
+    """Revoke every live token of a user; returns how many."""
     result = conn.execute(update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
                           .values(revoked_at=func.now()))
     return result.rowcount

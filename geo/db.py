@@ -24,10 +24,12 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def sync_engine(url: str, **kwargs) -> Engine:
+    """A sync SQLAlchemy engine that checks connections before use."""
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 def alembic_config(url: str) -> Config:
+    """Alembic's configuration for the database at `url`."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -7,6 +7,7 @@ class DomainError(Exception):
     code: str = "domain_error"
 
     def __init__(self, message: str, field: str | None = None, code: str | None = None):
+        """A message for a person, the field at fault, and an optional code other than the class's."""
         super().__init__(message)
         self.message = message
         self.field = field
@@ -20,6 +21,7 @@ class UnknownCRS(DomainError):
     code = "unknown_crs"
 
     def __init__(self, crs: object):
+        """Name the unknown CRS and the supported ones."""
         self.crs = crs
         super().__init__(
             f"Unknown coordinate system {crs!r}. Supported: EPSG:4326, EPSG:4490, GCJ-02, BD-09. "
@@ -30,6 +32,7 @@ class UnknownCRS(DomainError):
 
 
 class NotFound(DomainError):
+    """Not found, or outside the caller's area (404)."""
     code = "not_found"
 
 
@@ -39,6 +42,7 @@ class OutsideEveryGrid(DomainError):
     code = "outside_every_grid"
 
     def __init__(self, lon: float, lat: float, nearest_code: str | None, distance_m: float | None):
+        """Name the point and, when known, the nearest grid and its distance."""
         self.nearest_code = nearest_code
         self.distance_m = distance_m
         where = (
@@ -53,14 +57,17 @@ class OutsideEveryGrid(DomainError):
 
 
 class Unauthorized(DomainError):
+    """No valid bearer token (401)."""
     code = "unauthorized"
 
 
 class Forbidden(DomainError):
+    """The caller's role may not do this (403)."""
     code = "forbidden"
 
 
 class InvalidInput(DomainError):
+    """Bad input: the message says what was wrong and how to fix it (400)."""
     code = "invalid_input"
 
 
@@ -76,6 +83,7 @@ class IllegalTransition(Conflict):
     code = "illegal_transition"
 
     def __init__(self, incident_id: int, status: str, action: str, allowed: list[str]):
+        """Name the incident, its status, the action and the allowed ones."""
         self.allowed = allowed
         super().__init__(
             f"Incident {incident_id} is {status!r}: action {action!r} is not allowed. "
@@ -85,4 +93,5 @@ class IllegalTransition(Conflict):
 
 
 class PayloadTooLarge(DomainError):
+    """A body or file over its size limit (413)."""
     code = "payload_too_large"

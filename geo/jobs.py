@@ -41,6 +41,7 @@ class Context:
     final transaction in which it may mark itself done together with its writes."""
 
     def __init__(self, runner: "Runner", job_id: int, caller: Caller):
+        """A running job's handle for its function."""
         self.runner, self.job_id, self.caller = runner, job_id, caller
         self.engine: Engine = runner.engine
         self._checked = 0.0
@@ -91,6 +92,7 @@ class Runner:
     """One worker thread per process running queued jobs in order, on the engine its owner (the app) made."""
 
     def __init__(self, engine: Engine, workers: int = 1):
+        """A runner on `engine` with `workers` threads."""
         self.engine, self.workers = engine, workers
         self.stopping = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -208,6 +210,7 @@ async def start(engine: Engine) -> Runner:
 
 
 async def stop(runner: Runner) -> None:
+    """Stop the runner: the running job is failed at its next check, queued ones at once."""
     import asyncio
 
     await asyncio.to_thread(runner.shutdown)

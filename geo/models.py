@@ -4,8 +4,20 @@ from datetime import datetime
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Computed, DateTime, Float, ForeignKey, Index, Integer,
-    SmallInteger, String, Text, func, text,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -33,6 +45,7 @@ def _now():
 
 
 class Base(DeclarativeBase):
+    """The declarative base of the schema."""
     pass
 
 
@@ -88,7 +101,8 @@ class Area(Base):
         CheckConstraint("NOT ST_IsEmpty(geom) AND (version_id IS NOT NULL OR ST_IsValid(geom))",
                         name="areas_geom_valid"),
         Index("areas_code_stable", "code", unique=True, postgresql_where=text("version_id IS NULL")),
-        Index("areas_code_per_version", "version_id", "code", unique=True, postgresql_where=text("version_id IS NOT NULL")),
+        Index("areas_code_per_version", "version_id", "code", unique=True,
+              postgresql_where=text("version_id IS NOT NULL")),
         Index("areas_geom_gist", "geom", postgresql_using="gist"),
         # the point → grid lookup of one version (migration 0006; btree_gist)
         Index("areas_grid_version_geom", "version_id", "geom", postgresql_using="gist",
@@ -116,6 +130,7 @@ class Building(Base):
 
 
 class Department(Base):
+    """A city department that handles incidents of some categories."""
     __tablename__ = "departments"
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(Text)

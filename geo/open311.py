@@ -9,19 +9,30 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, Integer, String, and_, bindparam, case, func, null, or_, select, true,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
-from geo.incidents import intake as incidents
-
-from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
+from geo.incidents import intake as incidents
+from geo.incidents import workflow
+from geo.incidents.timelimits import TZ
 from geo.models import Area, Department, Incident, IncidentCategory, IncidentEvent
 from geo.sql import Query, one_of
-from geo.incidents.timelimits import TZ
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 # Sortable; bump it when the catalog of services changes so clients refresh their cached service lists.
@@ -90,6 +101,7 @@ async def services(conn) -> list[dict]:
 
 
 async def service(conn, code: str) -> dict:
+    """One service (category) in the GeoReport v2 shape."""
     rows = await _SERVICES.fetch(conn, code=code)
     if not rows:
         raise NotFound(f"service_code {code!r} was not found; GET services.json lists the valid codes.",
@@ -208,6 +220,7 @@ def _request(row) -> dict:
 
 @dataclass
 class RequestFilters:
+    """Which requests a GeoReport v2 list shows."""
     ids: list[int] | None = None  # overrides every other filter, as the spec says
     service_codes: list[str] | None = None
     start: datetime | None = None
@@ -246,6 +259,7 @@ async def requests(conn, caller: Caller | None, filters: RequestFilters) -> list
 
 
 async def request(conn, caller: Caller | None, request_id: int) -> dict:
+    """One request in the GeoReport v2 shape (404 outside the caller's scope)."""
     rows = await _REQUESTS.fetch(conn, scope=caller.scope if caller else "", ids=[request_id], codes=None,
                                  closed=None, start=None, end=None, limit=1)
     if not rows:
@@ -257,6 +271,7 @@ async def request(conn, caller: Caller | None, request_id: int) -> dict:
 
 @dataclass
 class NewRequest:
+    """A GeoReport v2 request to file, its point already in WGS84."""
     service_code: str
     lon: float  # WGS84, already converted
     lat: float

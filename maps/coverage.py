@@ -95,7 +95,8 @@ class _Layers(MacroElement):
             }
             map.createPane('wgHot'); map.getPane('wgHot').style.zIndex = 440;
             if (WG.hot && WG.hot.features.length) {
-                var hot = L.geoJSON(WG.hot, {pane: 'wgHot', style: function (f) { var h = f.properties.hotspot === 'hot';
+                var hot = L.geoJSON(WG.hot, {pane: 'wgHot', style: function (f) {
+                    var h = f.properties.hotspot === 'hot';
                     return {color: h ? '#b2182b' : '#2166ac', weight: f.properties.persistent ? 2.5 : 1,
                             fillColor: h ? '#ef8a62' : '#67a9cf', fillOpacity: 0.45,
                             className: 'wg-hot wg-hot-' + f.properties.hotspot}; },
@@ -106,9 +107,12 @@ class _Layers(MacroElement):
             }
             var cov = L.featureGroup(), unc = L.featureGroup();
             WG.covered.forEach(function (r) {
-                L.circleMarker([r[0], r[1]], {renderer: canvas, radius: r[3] > 1 ? Math.min(2.5 + Math.sqrt(r[3]), 8) : 2.5,
-                    stroke: false, fillColor: WG.colours.covered, fillOpacity: 0.55, interactive: r[3] > 1 || WG.covered.length < 4000})
-                  .bindTooltip(r[3] > 1 ? r[3] + ' 栋 · ' + r[2] + ' 户 (已覆盖 covered)' : r[2] + ' 户 (已覆盖 covered)')
+                L.circleMarker([r[0], r[1]], {renderer: canvas,
+                    radius: r[3] > 1 ? Math.min(2.5 + Math.sqrt(r[3]), 8) : 2.5, stroke: false,
+                    fillColor: WG.colours.covered, fillOpacity: 0.55,
+                    interactive: r[3] > 1 || WG.covered.length < 4000})
+                  .bindTooltip(r[3] > 1 ? r[3] + ' 栋 · ' + r[2] + ' 户 (已覆盖 covered)'
+                                        : r[2] + ' 户 (已覆盖 covered)')
                   .addTo(cov); });
             WG.uncovered.forEach(function (r) {
                 L.circleMarker([r[0], r[1]], {renderer: canvas, radius: 3.5, color: '#7f0000', weight: 0.8,
@@ -186,13 +190,17 @@ def _head(d: CoverageData) -> str:
 {d.distance_m:g} m (直线 straight){cell}</div>
 <div class="wg-kpis">
  <div class="wg-kpi green"><b>{_pct(s['share'])}</b><span>户数覆盖率 households covered</span></div>
- <div class="wg-kpi red"><b>{s['households_uncovered']:,}</b><span>未覆盖户 ({s['buildings_uncovered']:,} 栋)</span></div>
- <div class="wg-kpi"><b>{r.get('fresh', 0):,}</b><span>可用处置力量 (过期 {r.get('stale', 0):,} · 忙/休 {r.get('unavailable', 0):,})</span></div>
+ <div class="wg-kpi red"><b>{s['households_uncovered']:,}</b><span>未覆盖户 ({s['buildings_uncovered']:,} 栋)</span>
+ </div>
+ <div class="wg-kpi"><b>{r.get('fresh', 0):,}</b><span>可用处置力量
+ (过期 {r.get('stale', 0):,} · 忙/休 {r.get('unavailable', 0):,})</span></div>
 </div>
-<div class="muted">{s['buildings']:,} 栋建筑 · {s['households']:,} 户 · 覆盖范围来自 {d.reach_responders:,} 名可用处置力量</div>
+<div class="muted">{s['buildings']:,} 栋建筑 · {s['households']:,} 户 ·
+ 覆盖范围来自 {d.reach_responders:,} 名可用处置力量</div>
 {posts}{hot}{notes}
 <form class="wg-form" method="get" action="{BASE}"><input type="hidden" name="area" value="{esc(area['code'])}">
-TOKEN<label>距离 <input type="number" name="distance" min="50" max="{MAX_DISTANCE_M}" step="50" value="{d.distance_m:g}"> m</label>
+TOKEN<label>距离 <input type="number" name="distance" min="50" max="{MAX_DISTANCE_M}" step="50"
+ value="{d.distance_m:g}"> m</label>
 <button type="submit">更新 Update</button></form>
 </div>"""
 
@@ -205,10 +213,12 @@ def _legend(d: CoverageData) -> str:
     return f"""<div class="wg-panel wg-legend">
 <h4>图例 Legend</h4>
 <div class="row"><span class="dot" style="background:{COVERED};opacity:.7"></span> 已覆盖住户 covered households</div>
-<div class="row"><span class="dot" style="background:{UNCOVERED};border:1px solid #7f0000"></span> 未覆盖住户 uncovered</div>
+<div class="row"><span class="dot" style="background:{UNCOVERED};border:1px solid #7f0000"></span>
+ 未覆盖住户 uncovered</div>
 <div class="row"><span class="sw" style="background:rgba(65,182,196,.3);border:1px solid #2c7fb8"></span>
  {d.distance_m:g} m 覆盖范围 responder reach</div>{iso}
-<div class="row"><span class="dot" style="background:#08519c;border:1.5px solid #fff;box-shadow:0 0 0 1px #08519c"></span>
+<div class="row"><span class="dot"
+ style="background:#08519c;border:1.5px solid #fff;box-shadow:0 0 0 1px #08519c"></span>
  今日位置 today's positions</div>
 <div class="row"><span class="wg-post-icon" style="margin:0 2px"></span> 建议新站点 proposed post</div>
 <div class="row"><span class="wg-post-icon kept" style="margin:0 2px"></span> 建议保留今日位置 kept position</div>
@@ -229,6 +239,7 @@ def _bounds(d: CoverageData) -> list[float]:
 
 
 def build(d: CoverageData, token: str | None = None) -> folium.Map:
+    """The coverage page for `d`; `token` is kept in the page's form."""
     minx, miny, maxx, maxy = _bounds(d)
     fmap = offline.new_map(location=[(miny + maxy) / 2, (minx + maxx) / 2],
                            zoom_start=max(10, min(17, int(math.log2(360 / max(maxx - minx, 1e-4)) + 1))),
@@ -246,7 +257,8 @@ def build(d: CoverageData, token: str | None = None) -> folium.Map:
         "iso": f"道路等时圈 isochrones {iso.get('minutes', 0):g} min",
         "isoTip": f"道路 {iso.get('minutes', 0):g} 分钟可达 ({iso.get('network', '')})",
         "hot": f"热点 hotspots ({len(hot['features']) if hot else 0})",
-        "covered": f"已覆盖 covered ({n_cov:,})", "uncovered": f"未覆盖 uncovered ({d.summary['buildings_uncovered']:,})",
+        "covered": f"已覆盖 covered ({n_cov:,})",
+        "uncovered": f"未覆盖 uncovered ({d.summary['buildings_uncovered']:,})",
         "today": f"今日位置 today ({len(d.today)})",
         "posts": f"建议站点 proposed posts ({d.posts['proposed']['posts'] if d.posts else 0})",
     }

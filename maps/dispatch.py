@@ -25,6 +25,7 @@ RANK_COLOURS = ["#1a9850", "#66bd63", "#a6d96a", "#fdae61", "#f46d43", "#d73027"
 # ----------------------------------------------------------------- page
 
 def fmt_eta(seconds) -> str:
+    """An ETA in 秒, 分 and 小时 (不可达 when unreachable)."""
     if seconds is None:
         return "不可达"
     s = int(round(float(seconds)))
@@ -38,6 +39,7 @@ def fmt_eta(seconds) -> str:
 
 
 def fmt_m(metres) -> str:
+    """A distance in metres or kilometres."""
     if metres is None:
         return "—"
     metres = float(metres)
@@ -45,6 +47,7 @@ def fmt_m(metres) -> str:
 
 
 def fmt_age(seconds) -> str:
+    """A position's age in words."""
     if seconds is None:
         return "无定位"
     s = int(seconds)
@@ -81,7 +84,8 @@ CSS = """
 .wg-legend .row { display: flex; align-items: center; gap: 6px; margin: 2px 0; }
 .wg-legend .ln { width: 22px; height: 0; border-top: 2px dashed #3a5fa0; display: inline-block; }
 .wg-legend .route { width: 22px; height: 0; border-top: 4px solid #7b3294; display: inline-block; }
-.wg-legend .box { width: 16px; height: 11px; border: 2px solid #0b2e6b; background: rgba(11,46,107,0.08); display: inline-block; }
+.wg-legend .box { width: 16px; height: 11px; border: 2px solid #0b2e6b; background: rgba(11,46,107,0.08);
+  display: inline-block; }
 .wg-legend .dot { width: 12px; height: 12px; border-radius: 50%; border: 2px solid #fff; box-shadow: 0 0 0 1px #555;
   display: inline-block; box-sizing: border-box; }
 .wg-target { width: 22px; height: 22px; border-radius: 50%; background: #d7191c; border: 3px solid #fff;
@@ -135,7 +139,8 @@ class _Layers(MacroElement):
                     fillColor: c.stale ? '#b0b0b0' : c.colour,
                     className: 'wg-responder' + (c.stale ? ' wg-stale' : ' wg-fresh')})
                   .bindPopup(wgPopup(c))
-                  .bindTooltip(c.stale ? '定位过期 ' + wgEsc(c.dist) + ' · ' + wgEsc(c.age) : c.rank + ' · ' + wgEsc(c.dist) + ' · ' + wgEsc(c.eta),
+                  .bindTooltip(c.stale ? '定位过期 ' + wgEsc(c.dist) + ' · ' + wgEsc(c.age)
+                                       : c.rank + ' · ' + wgEsc(c.dist) + ' · ' + wgEsc(c.eta),
                     {permanent: true, direction: right ? 'right' : 'left', offset: [right ? 8 : -8, 0],
                      className: 'wg-eta' + (c.stale ? ' wg-stale' : '')}).addTo(target);
                 bounds.extend(ll);
@@ -250,6 +255,7 @@ def _legend(data: DispatchData) -> str:
 
 
 def build(data: DispatchData) -> folium.Map:
+    """The dispatcher's page for `data`."""
     rows = _rows(data)
     fmap = offline.new_map(location=[data.lat, data.lon], zoom_start=16)
     tiles = next(c for c in fmap._children.values() if isinstance(c, folium.TileLayer))

@@ -98,6 +98,7 @@ def _legend_rows(bounds: list[int], colours: list[str]) -> list[tuple[str, str]]
 
 
 def link(code: str, query: list[tuple[str, str]]) -> str:
+    """The supervisor map of another area, keeping the current filters."""
     return f"{BASE}?{urlencode([('area', code), *query])}"
 
 
@@ -141,7 +142,7 @@ def weekly_svg(weekly: list[tuple], start: date, end: date, status_label: str,
     for v in (ymax / 2, ymax):
         out.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="g"/>'
                    f'<text x="{left - 3}" y="{y(v) + 3:.1f}" class="a" text-anchor="end">{int(v):,}</text>')
-    for i, (t, p) in enumerate(zip(total, part)):
+    for i, (t, p) in enumerate(zip(total, part, strict=False)):
         x = left + i * bw
         if t:
             out.append(f'<rect x="{x + 0.5:.1f}" y="{y(t):.1f}" width="{max(bw - 1, 0.8):.1f}" '
@@ -231,7 +232,8 @@ CSS = """
 .wg-filters label { color: #555; }
 .wg-filters select, .wg-filters input { font-size: 12px; padding: 1px 2px; width: 100%; box-sizing: border-box; }
 .wg-filters .dates { display: flex; gap: 4px; align-items: center; }
-.wg-filters button { grid-column: 2; background: #1f4e9e; color: #fff; border: 0; border-radius: 3px; padding: 3px; cursor: pointer; }
+.wg-filters button { grid-column: 2; background: #1f4e9e; color: #fff; border: 0; border-radius: 3px; padding: 3px;
+  cursor: pointer; }
 .wg-children { max-height: 190px; overflow-y: auto; margin-top: 6px; border-top: 1px solid #ddd; padding-top: 4px; }
 .wg-children table { width: 100%; border-collapse: collapse; }
 .wg-children td { padding: 1px 2px; white-space: nowrap; }
@@ -323,7 +325,8 @@ function wgIncidentPopup(r) {
   var json = WG.json + r[2] + (WG.token ? '?access_token=' + encodeURIComponent(WG.token) : '');
   return '<div class="wg-pop"><h3>#' + r[2] + ' ' + wgEsc(WG.cats[r[3]] || r[3]) + '</h3>' +
     '<div>' + wgEsc(r[10]) + '</div>' +
-    '<div>状态 <b>' + wgEsc(WG.statuses[r[4]] || r[4]) + '</b> (' + wgEsc(r[4]) + ') · 督办 ' + wgEsc(WG.escalation[r[9]]) + '</div>' +
+    '<div>状态 <b>' + wgEsc(WG.statuses[r[4]] || r[4]) + '</b> (' + wgEsc(r[4]) + ') · 督办 ' +
+    wgEsc(WG.escalation[r[9]]) + '</div>' +
     '<div>上报 ' + wgEsc(r[5]) + ' · 时限 ' + wgEsc(r[7]) + '</div>' +
     '<div class="late">已超期 overdue ' + wgAge(late) + '</div>' +
     '<div>网格 ' + wgEsc(r[8]) + ' · 处置人 ' + wgEsc(r[11] || '—') + ' · ' + wgEsc(r[12] || '') + '</div>' +
@@ -363,7 +366,8 @@ function wgSetMode(mode) {
   for (var j = 0; j < radios.length; j++) radios[j].checked = radios[j].value === mode;
   if (WG.grids) WG.grids.setStyle(wgGridStyle);
   var boxes = document.querySelectorAll('.wg-scale');
-  for (var i = 0; i < boxes.length; i++) boxes[i].style.display = boxes[i].getAttribute('data-mode') === mode ? '' : 'none';
+  for (var i = 0; i < boxes.length; i++)
+    boxes[i].style.display = boxes[i].getAttribute('data-mode') === mode ? '' : 'none';
 }
 """
 
@@ -444,7 +448,8 @@ def _head_panel(data: MapData, query: list[tuple[str, str]], token: str | None, 
             f'<tr><td><a href="{esc(link(code, query))}">{esc(name)}</a></td><td class="n">{m:,}</td>'
             f'<td class="n{" o" if o else ""}">{o:,}</td></tr>'
             for code, name, _, m, o in child_rows)
-        children = (f'<div class="wg-children"><table><tr><th>下级{level} drill down ▾</th><th>事件</th><th>超期</th></tr>'
+        children = (f'<div class="wg-children"><table><tr><th>下级{level} drill down ▾</th>'
+                    f'<th>事件</th><th>超期</th></tr>'
                     f'{rows}</table></div>')
     return f"""<div class="wg-panel wg-head">
 <div class="wg-crumbs">{crumbs or "&nbsp;"}</div>
@@ -458,7 +463,8 @@ def _head_panel(data: MapData, query: list[tuple[str, str]], token: str | None, 
 <form class="wg-filters" method="get" action="{BASE}">{hidden}
  <label for="wg-cat">类别</label><select id="wg-cat" name="category">{"".join(cat_options)}</select>
  <label for="wg-status">状态</label><select id="wg-status" name="status">{"".join(status_options)}</select>
- <label for="wg-from">时段</label><span class="dates"><input id="wg-from" type="date" name="from" value="{f.start}">–<input
+ <label for="wg-from">时段</label><span class="dates"><input id="wg-from" type="date" name="from"
+   value="{f.start}">–<input
    type="date" name="to" value="{f.end}"></span>
  <button type="submit">应用筛选 Apply</button>
 </form>{children}
@@ -482,7 +488,8 @@ def _legend_panel(data: MapData, count_cls: list[int], overdue_cls: list[int], s
 {scale("m", count_cls, COUNT_COLOURS, "每网格事件数 incidents / grid")}
 {scale("o", overdue_cls, OVERDUE_COLOURS, "每网格超期数 overdue / grid")}
 <div class="row" style="margin-top:5px"><span class="wg-dot"></span> 超期事件 overdue</div>
-<div class="row"><span class="wg-dot" style="background:#7a0177;box-shadow:0 0 0 1px #49006a"></span> 已升级督办 escalated (数字=级别)</div>
+<div class="row"><span class="wg-dot" style="background:#7a0177;box-shadow:0 0 0 1px #49006a"></span>
+ 已升级督办 escalated (数字=级别)</div>
 <div class="row"><span class="wg-dot" style="width:18px;height:18px;opacity:.8"></span> 聚合 cluster (件数)</div>
 <div style="margin-top:5px">热力 heat (期内事件密度)</div><div class="heat"></div>
 <div class="muted">格网 {data.heat_cell_deg * 111_000:.0f} m 聚合 · 虚线 = 商业网格 X</div>{note}

@@ -34,6 +34,7 @@ def new_map(**kwargs) -> folium.Map:
 
 
 def render(fmap: folium.Map) -> str:
+    """The page's HTML, with CDN scripts swapped for the vendored copies."""
     html = fmap.get_root().render()
     for cdn, local in CDN_SWAPS.items():
         html = html.replace(cdn, local)

@@ -2,9 +2,9 @@
 version and buildings; a planner draws a split line or a new boundary and the page posts the edit.
 
 geo.planning.plan_map reads the plan, the shown area (its outline, child outlines, the area picker) and the
-area's buildings; `build` here renders the shell. Grids, findings and the diff are not inlined: /static/plans.js fetches them from
-GET /plans/{id}/grids, /validation and /diff on load and again after every edit, so the page stays small and the
-same code redraws it at the new revision without a reload.
+area's buildings; `build` here renders the shell. Grids, findings and the diff are not inlined:
+/static/plans.js fetches them from GET /plans/{id}/grids, /validation and /diff on load and again after every
+edit, so the page stays small and the same code redraws it at the new revision without a reload.
 """
 
 import math
@@ -36,7 +36,7 @@ def deviation_classes(tolerance: float) -> list[dict]:
     """Seven classes of deviation, bounded at ±1, ±2 and ±3 tolerances: [{lo, hi, colour, label}]."""
     edges = [-math.inf, -3 * tolerance, -2 * tolerance, -tolerance, tolerance, 2 * tolerance, 3 * tolerance, math.inf]
     out = []
-    for lo, hi, colour in zip(edges, edges[1:], DEVIATION_COLOURS):
+    for lo, hi, colour in zip(edges, edges[1:], DEVIATION_COLOURS, strict=False):
         if math.isinf(lo):
             label = f"< {hi:+.0%}"
         elif math.isinf(hi):
@@ -128,6 +128,7 @@ sliver</div>
 
 
 def build(d: PlanMapData, token: str | None = None) -> folium.Map:
+    """The planner page shell for `d`; `token` is kept for its requests."""
     if d.outline:
         minx, miny, maxx, maxy = shapely.bounds(shapely.from_geojson(orjson.dumps(d.outline).decode())).tolist()
     else:

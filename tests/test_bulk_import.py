@@ -47,7 +47,7 @@ def inside(grids) -> list[tuple[float, float, str]]:
     """An interior point of every 50th grid, with its code."""
     picks = grids.iloc[::50]
     points = shapely.point_on_surface(picks.geometry.values)
-    return [(p.x, p.y, code) for p, code in zip(points, picks["code"])]
+    return [(p.x, p.y, code) for p, code in zip(points, picks["code"], strict=False)]
 
 
 def covering_code(grids: gpd.GeoDataFrame, lon, lat) -> list[str | None]:
@@ -86,7 +86,7 @@ def test_csv_reject_report_gives_the_physical_line_and_reason_of_every_bad_row(e
     csv = "\n".join([
         "lon,lat,category,description,reported_at",                          # 1
         f'{x1!r},{y1!r},0101,"garbage by the gate,',                         # 2  a quoted value over two lines
-        f'second line",2026-11-20T10:00:00+08:00',                           # 3
+        'second line",2026-11-20T10:00:00+08:00',                           # 3
         f"{x2!r},{y2!r},0301,,",                                             # 4
         "",                                                                  # 5  blank: not a row
         f"{x1!r},abc,0101,,",                                                # 6
@@ -160,7 +160,7 @@ def test_imported_rows_go_to_the_grid_shapely_says_covers_them_with_worker_depar
     categories = np.array(["0101", "0202", "0301", "0901", "0501"])[np.arange(len(lon)) % 5]
     csv = "lon,lat,category,reported_at\n" + "".join(
         f"{x!r},{y!r},{c},2026-11-18T{8 + i % 10:02d}:15:00+08:00\n"
-        for i, (x, y, c) in enumerate(zip(lon.tolist(), lat.tolist(), categories)))
+        for i, (x, y, c) in enumerate(zip(lon.tolist(), lat.tolist(), categories, strict=False)))
     with rolled_back(engine) as conn:
         report = bulk.import_incidents(conn, csv.encode(), actor_id=None)
         rows = batch_rows(conn, report.batch_id)
@@ -256,7 +256,7 @@ def test_geojson_sent_as_bytes_is_read_too(engine, inside):
 def test_csv_declared_gcj02_is_converted_to_wgs84(engine, inside):
     points = np.array([(x, y) for x, y, _ in inside[6:12]])
     gx, gy = wgs84_to_gcj02(points[:, 0], points[:, 1])
-    csv = "lng,lat,category\n" + "".join(f"{x!r},{y!r},0101\n" for x, y in zip(gx.tolist(), gy.tolist()))
+    csv = "lng,lat,category\n" + "".join(f"{x!r},{y!r},0101\n" for x, y in zip(gx.tolist(), gy.tolist(), strict=False))
     with rolled_back(engine) as conn:
         report = bulk.import_incidents(conn, csv.encode(), crs="gcj02")
         rows = batch_rows(conn, report.batch_id)

@@ -237,7 +237,7 @@ def test_grid_hotspots_match_an_independent_gi_star(client, admin_headers, engin
     significant = bh_reference(2 * stats.norm.sf(np.abs(z)), 0.05)
     assert reply["cells"] == len(street) and reply["incidents"] == x.sum()
     by_code = {f["id"]: f["properties"] for f in reply["features"]["features"]}
-    assert {c for c, s in zip(street.code, significant) if s} == {c for c, p in by_code.items() if p["significant"]}
+    assert {c for c, s in zip(street.code, significant, strict=False) if s} == {c for c, p in by_code.items() if p["significant"]}
     for code, props in by_code.items():
         i = street.index[street.code == code][0]
         assert props["z"] == pytest.approx(z[i], abs=1e-3) and props["count"] == x[i]

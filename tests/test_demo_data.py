@@ -45,7 +45,7 @@ def test_every_level_nests_in_its_parent_and_codes_extend_the_parent(engine, dem
         WHERE a.version_id IS NULL OR a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')""")
     parents = _frame(engine, "SELECT code, geom FROM areas WHERE version_id IS NULL").set_index("code")
     assert areas["code"].str.len().map({9: "street", 12: "community", 15: "grid"}).eq(areas["level"]).all()
-    assert all(c.startswith(p) for c, p in zip(areas["code"], areas["parent_code"]))
+    assert all(c.startswith(p) for c, p in zip(areas["code"], areas["parent_code"], strict=False))
     child = areas.geometry.to_crs(UTM50)
     parent = parents.geometry.reindex(areas["parent_code"]).to_crs(UTM50)
     outside = shapely.area(shapely.difference(child.values, parent.values))

@@ -1,6 +1,6 @@
 """Responders, position pings, freshness, nearest responders and dispatching, through the HTTP API."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -60,7 +60,7 @@ def patrols(engine, boundary):
     statuses = rng.choice(["available", "available", "busy", "off_duty"], 300)
     ages = np.where(rng.random(300) < 0.2, MAX_AGE + 600, rng.uniform(0, 600, 300))
     rows = [(f"patrol-{i}", "patrol", str(statuses[i]), float(x), float(y), float(ages[i]), None)
-            for i, (x, y) in enumerate(zip(rng.uniform(minx, maxx, 300), rng.uniform(miny, maxy, 300)))]
+            for i, (x, y) in enumerate(zip(rng.uniform(minx, maxx, 300), rng.uniform(miny, maxy, 300), strict=False))]
     return _insert(engine, rows)
 
 
@@ -83,15 +83,15 @@ def test_nearest_matches_an_independent_geodesic_ranking_over_all_responders(cli
     everyone = _everyone(engine)
     rng = np.random.default_rng(8)
     minx, miny, maxx, maxy = boundary.bounds
-    for lon, lat in zip(rng.uniform(minx, maxx, 12), rng.uniform(miny, maxy, 12)):
+    for lon, lat in zip(rng.uniform(minx, maxx, 12), rng.uniform(miny, maxy, 12), strict=False):
         for k, status in ((5, "available"), (23, "available"), (7, "busy")):
             pool = [r for r in everyone if r["status"] == status and r["fresh"]]
             metres = _geod(lon, lat, [r["lon"] for r in pool], [r["lat"] for r in pool])
-            expected = sorted(zip(metres, [r["id"] for r in pool]))[:k]
+            expected = sorted(zip(metres, [r["id"] for r in pool], strict=False))[:k]
             body = _nearest(client, admin_headers, lon=lon, lat=lat, k=k, status=status)
             got = [(f["properties"]["distance_m"], f["id"]) for f in body["features"]]
             assert [i for _, i in got] == [i for _, i in expected]
-            assert all(abs(a - b) < 0.1 for (a, _), (b, _) in zip(got, expected))
+            assert all(abs(a - b) < 0.1 for (a, _), (b, _) in zip(got, expected, strict=False))
             covering = grids[grids.geometry.covers(shapely.Point(lon, lat))]
             grid = covering.sort_values("code")["code"].iloc[0] if len(covering) else None
             assert body["query"]["grid_code"] == grid
@@ -219,7 +219,7 @@ def test_candidates_that_cannot_prove_the_answer_fall_back_to_the_exhaustive_sea
         assert not dispatch.proven(found, near, lat, k, params["m"], 5000.0)  # ... and know they may have
         body = _nearest(client, admin_headers, lon=lon, lat=lat, k=k, max_distance=5000)
         metres = _geod(lon, lat, [x for _, _, _, x, _, _, _ in rows], [y for _, _, _, _, y, _, _ in rows])
-        expected = [ids[-1]] + [i for _, i in sorted(zip(metres, ids))][:k - 1]
+        expected = [ids[-1]] + [i for _, i in sorted(zip(metres, ids, strict=False))][:k - 1]
         assert [f["id"] for f in body["features"]] == expected
         assert body["features"][0]["properties"]["distance_m"] == pytest.approx(1000, abs=0.01)
 
@@ -239,7 +239,7 @@ def test_the_mercator_bound_holds_around_the_world():
             lons, lats, _ = GEOD.fwd(np.full(72, 116.0), np.full(72, lat), np.arange(0, 360, 5.0), np.full(72, metres))
             x, y = mercator.transform(lons, lats)
             x0, y0 = mercator.transform(116.0, lat)
-            farthest = max(math.hypot(a - x0, b - y0) for a, b in zip(x, y))
+            farthest = max(math.hypot(a - x0, b - y0) for a, b in zip(x, y, strict=False))
             assert farthest < dispatch.radius_3857(metres, lat), (lat, metres)
             assert farthest > 0.95 * dispatch.radius_3857(metres, lat) / 1.01  # and it is not loose
 
@@ -260,7 +260,7 @@ def test_the_lean_path_answers_plain_queries_exactly_as_the_route(client, admin_
 
     rng = np.random.default_rng(12)
     minx, miny, maxx, maxy = boundary.bounds
-    for lon, lat in zip(rng.uniform(minx, maxx, 4), rng.uniform(miny, maxy, 4)):
+    for lon, lat in zip(rng.uniform(minx, maxx, 4), rng.uniform(miny, maxy, 4), strict=False):
         for extra in ("", "&k=23&status=busy", "&k=7&status=available,busy&role=patrol&max_distance=1500.5"
                       "&include_stale=true", "&k=1000&crs=EPSG:4326&mode=straight", "&k=0&status=&role="):
             query = f"lon={float(lon)!r}&lat={float(lat)!r}{extra}"
@@ -391,7 +391,7 @@ def test_ping_ingest_keeps_the_newest_position_and_the_whole_track(client, admin
     from geo.crs import wgs84_to_bd09
 
     a, b, c = pingers
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     at = lambda minutes: (now - timedelta(minutes=minutes)).isoformat()
     pings = [{"responder_id": a, "lon": 116.36, "lat": 39.91, "at": at(10)},
              {"responder_id": a, "lon": 116.37, "lat": 39.92, "at": at(1), "accuracy_m": 5, "source": "gps"},
@@ -437,12 +437,12 @@ def test_unknown_responders_reject_the_whole_batch(client, admin_headers, engine
 
 def test_future_pings_are_rejected_with_the_clock_skew(client, admin_headers, engine, pingers):
     a = pingers[0]
-    future = (datetime.now(timezone.utc) + timedelta(minutes=10)).isoformat()
+    future = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     response = client.post(f"/responders/{a}/position", headers=admin_headers,
                            json={"lon": 116.39, "lat": 39.90, "at": future})
     assert response.status_code == 400
     assert "in the future" in response.json()["error"]["message"] and "clock skew" in response.json()["error"]["message"]
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
     assert client.post(f"/responders/{a}/position", headers=admin_headers,
                        json={"lon": 116.39, "lat": 39.90, "at": soon}).status_code == 200
 

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -41,7 +41,7 @@ def tx(engine, demo):
 def at(tx):
     """A moment after every demo deadline; the demo's own overdue incidents are escalated first, so the
     counts in a test are those of the incidents it adds."""
-    moment = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=400)
+    moment = datetime.now(UTC).replace(microsecond=0) + timedelta(days=400)
     escalate(tx, now=moment)
     return moment
 

@@ -19,7 +19,7 @@ def test_grids_at_on_the_lean_path_is_the_route_byte_for_byte(client, admin_head
     rng = np.random.default_rng(21)
     minx, miny, maxx, maxy = boundary.bounds
     inside = outside = 0
-    for lon, lat in zip(rng.uniform(minx - 0.01, maxx + 0.01, 40), rng.uniform(miny - 0.01, maxy + 0.01, 40)):
+    for lon, lat in zip(rng.uniform(minx - 0.01, maxx + 0.01, 40), rng.uniform(miny - 0.01, maxy + 0.01, 40), strict=False):
         covered = bool(grids.geometry.covers(shapely.Point(lon, lat)).any())
         for extra in ("", f"&version={active}", "&crs=EPSG:4326"):
             query = f"lon={float(lon)!r}&lat={float(lat)!r}{extra}"

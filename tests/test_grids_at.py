@@ -18,7 +18,7 @@ def test_random_points_match_shapely(client, admin_headers, grids, boundary):
     lons, lats = rng.uniform(minx - 0.01, maxx + 0.01, 300), rng.uniform(miny - 0.01, maxy + 0.01, 300)
     inside = outside = 0
     metric = grids.geometry.to_crs(UTM50)
-    for lon, lat in zip(lons, lats):
+    for lon, lat in zip(lons, lats, strict=False):
         reply = client.get("/grids/at", params={"lon": lon, "lat": lat}, headers=admin_headers)
         expected = _expected_code(grids, lon, lat)
         if expected is None:

@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from datetime import UTC
 from pathlib import Path
 
 from sqlalchemy import text
@@ -161,7 +162,7 @@ def test_nothing_but_basemap_tiles_comes_from_the_network(client, admin_headers)
 
 
 def test_builder_is_pure_and_copes_with_an_area_without_incidents():
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
 
     from geo.incidents.incident_map import MapData, parse_filters
     from maps import incidents, offline
@@ -170,7 +171,7 @@ def test_builder_is_pure_and_copes_with_an_area_without_incidents():
     data = MapData(
         area={"code": "110102001001001", "name": "测试网格", "level": "grid", "chain": None},
         filters=parse_filters(["0101"], None, None, date(2026, 1, 1), date(2026, 1, 31)),
-        now=datetime(2026, 2, 1, tzinfo=timezone.utc), categories=[("0101", "暴露垃圾", "市政市容")],
+        now=datetime(2026, 2, 1, tzinfo=UTC), categories=[("0101", "暴露垃圾", "市政市容")],
         grids=[("110102001001001", "测试网格", "residential", None, 0, 0, square)], children=[], outline=square,
         heat=[], heat_cell_deg=0.0001, overdue=[], overdue_total=0, weekly=[], monthly=[],
         summary={"matching": 0, "overdue": 0, "due": 0, "on_time": 0})

@@ -1,7 +1,7 @@
 """Incident intake, assignment, idempotency, duplicates and the workflow, through the HTTP API."""
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import geopandas as gpd
 import numpy as np
@@ -47,7 +47,7 @@ def _report(client, headers, lon, lat, category="0101", **extra):
 def test_reports_are_assigned_like_shapely_says_including_edges_and_outside(client, reporter, grids, boundary):
     rng = np.random.default_rng(11)
     minx, miny, maxx, maxy = boundary.bounds
-    points = list(zip(rng.uniform(minx - 0.005, maxx + 0.005, 60), rng.uniform(miny - 0.005, maxy + 0.005, 60)))
+    points = list(zip(rng.uniform(minx - 0.005, maxx + 0.005, 60), rng.uniform(miny - 0.005, maxy + 0.005, 60), strict=False))
     shared = shapely.intersection(grids.geometry.iloc[5].boundary, grids.geometry.iloc[6].boundary)
     points += [tuple(shapely.get_coordinates(shared)[0])] if not shared.is_empty else []
     metric = grids.geometry.to_crs(UTM50)
@@ -148,9 +148,9 @@ def _incident_in(engine, status: str) -> int:
 
 
 def test_every_legal_and_illegal_transition(client, admin_headers, engine):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     for status in STATUSES:
         for action in ACTIONS:
             incident_id = _incident_in(engine, status)
@@ -245,7 +245,7 @@ def test_bbox_and_overdue_filters_match_sql(client, admin_headers, engine):
         expected = conn.execute(text(
             "SELECT count(*) FROM incidents WHERE ST_Intersects(geom, ST_MakeEnvelope(:a,:b,:c,:d,4326)) "
             "AND status IN ('unassigned','reported','filed','dispatched','in_progress','returned') AND due_at < now()"),
-            dict(zip("abcd", bbox))).scalar()
+            dict(zip("abcd", bbox, strict=False))).scalar()
     reply = client.get("/incidents", params={"bbox": ",".join(map(str, bbox)), "overdue": "true", "limit": 1000},
                        headers=admin_headers).json()
     assert reply["numberReturned"] == expected

@@ -114,8 +114,8 @@ def _nx_path(g, a, b):
         path = nx.dijkstra_path(g, a, b, weight="cost")
     except nx.NetworkXNoPath:
         return None, None
-    cost = sum(g[u][v]["cost"] for u, v in zip(path, path[1:]))
-    length = sum(g[u][v]["length"] for u, v in zip(path, path[1:]))
+    cost = sum(g[u][v]["cost"] for u, v in zip(path, path[1:], strict=False))
+    length = sum(g[u][v]["length"] for u, v in zip(path, path[1:], strict=False))
     return cost, length
 
 
@@ -184,7 +184,7 @@ def test_etas_equal_networkx(net_url, graph):
                 line = r["route"]
                 assert line["coordinates"][0] == pytest.approx(list(coords[r["responder_id"]]))
                 assert line["coordinates"][-1] == pytest.approx(list(coords[target]))
-                xs, ys = zip(*line["coordinates"])
+                xs, ys = zip(*line["coordinates"], strict=False)
                 assert GEOD.line_length(xs, ys) == pytest.approx(length, rel=0.01, abs=1.0)
     assert checked >= 50 and unreachable >= 1  # the Karhula driving graph has one-way dead ends
 

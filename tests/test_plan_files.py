@@ -218,9 +218,9 @@ def test_cgcs2000_files_and_declared_gcj02_bd09_are_converted_to_wgs84(client, a
                                  lambda xy: np.column_stack(to_wgs84(xy[:, 0], xy[:, 1], crs)))
     after = db_grids(engine, plan_id, community)
     assert list(after.index) == list(grids["code"])
-    assert all(same_land(a, b) for a, b in zip(after.geometry.values, expected))
+    assert all(same_land(a, b) for a, b in zip(after.geometry.values, expected, strict=False))
     # back where it was, to the offset formulas' round-trip accuracy (well under a millimetre)
-    assert all(same_land(a, b, 1e-5) for a, b in zip(after.geometry.values, grids.geometry.values))
+    assert all(same_land(a, b, 1e-5) for a, b in zip(after.geometry.values, grids.geometry.values, strict=False))
     assert len(db_grids(engine, plan_id)) == len(db_grids(engine, active))  # other communities kept
 
 
@@ -239,7 +239,7 @@ def test_zipped_shapefile_in_a_projected_crs_is_reprojected_and_keeps_codes(clie
     assert list(after.index) == list(grids["code"]) and list(after["name"]) == list(grids["name"])
     assert list(after["kind"]) == list(grids["kind"])
     back = sent.to_crs(4326).geometry.values
-    assert all(same_land(a, b) for a, b in zip(after.geometry.values, back))
+    assert all(same_land(a, b) for a, b in zip(after.geometry.values, back, strict=False))
 
 
 def test_a_bow_tie_and_a_feature_outside_are_both_listed_and_nothing_is_written(client, admin_headers, engine,
@@ -266,7 +266,7 @@ def test_a_bow_tie_and_a_feature_outside_are_both_listed_and_nothing_is_written(
     assert revision_of(client, admin_headers, plan_id) == 0
     after = db_grids(engine, plan_id)
     assert list(after.index) == list(before.index)
-    assert all(a.equals_exact(b, 0) for a, b in zip(after.geometry.values, before.geometry.values))
+    assert all(a.equals_exact(b, 0) for a, b in zip(after.geometry.values, before.geometry.values, strict=False))
 
 
 def test_every_kind_of_bad_feature_is_named_with_its_reason(client, admin_headers, engine, drafts, tmp_path):

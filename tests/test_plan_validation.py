@@ -67,7 +67,7 @@ def expected_geometric(conn, plan_id: int) -> dict[tuple, list[float]]:
             found[("multipart", (g.code,))] = [sum(p.area for p in parts[1:])]
     geoms = grids.geometry.values
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    for i, j in zip(left, right):
+    for i, j in zip(left, right, strict=False):
         if grids.code.iloc[i] < grids.code.iloc[j]:
             for part in _parts(shapely.intersection(geoms[i], geoms[j])):
                 found.setdefault(("overlap", (grids.code.iloc[i], grids.code.iloc[j])), []).append(part.area)
@@ -88,7 +88,7 @@ def assert_same_findings(got: dict, expected: dict) -> None:
     for key, areas in expected.items():
         if areas[0] is None:
             continue
-        for a, b in zip(sorted(got[key]), sorted(areas)):
+        for a, b in zip(sorted(got[key]), sorted(areas), strict=False):
             assert a == pytest.approx(b, rel=0.01, abs=0.005), key
 
 
@@ -102,7 +102,7 @@ def _neighbours(grids: gpd.GeoDataFrame, min_edge_m: float):
     """(a, b, shared edge) of single-part grids sharing an edge of at least min_edge_m (UTM); a < b, in code order."""
     geoms, codes = grids.geometry.values, grids.code.values
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    for i, j in sorted(zip(left, right), key=lambda ij: (codes[ij[0]], codes[ij[1]])):
+    for i, j in sorted(zip(left, right, strict=False), key=lambda ij: (codes[ij[0]], codes[ij[1]])):
         if codes[i] < codes[j] and shapely.get_num_geometries(geoms[i]) == shapely.get_num_geometries(geoms[j]) == 1:
             edge = _shared_edge(geoms[i], geoms[j])
             if edge is not None and edge.length >= min_edge_m:

@@ -107,11 +107,11 @@ def test_propose_one_community_tiles_it_with_balanced_grids(client, admin_header
     counted = households_by_sjoin(engine, after)
     assert counted[mine["code"]].tolist() == mine["households"].tolist()
     reported = {g["code"]: g["households"] for g in result["per_grid"]}
-    assert reported == dict(zip(mine["code"], mine["households"]))
+    assert reported == dict(zip(mine["code"], mine["households"], strict=False))
     total = int(counted[mine["code"]].sum())
     assert len(mine) == max(1, round(total / TARGET)) == result["grids"] and result["communities"] == 1
     explained = {e["code"] for e in result["explanations"]}
-    for code, n in zip(mine["code"], mine["households"]):
+    for code, n in zip(mine["code"], mine["households"], strict=False):
         assert LO <= n <= HI or code in explained
     assert result["within_band"] == len(mine) - len(explained)
     # other communities are untouched
@@ -247,7 +247,7 @@ def test_restart_fails_jobs_no_live_service_owns(settings, engine, database_url)
         with engine.connect() as conn:
             rows = {r.id: r for r in conn.execute(text("SELECT id, status, error, finished_at FROM jobs "
                                                        "WHERE id = ANY(:ids)"), {"ids": ids})}
-        for job_id, was in zip(ids[:2], ("running", "queued")):
+        for job_id, was in zip(ids[:2], ("running", "queued"), strict=False):
             assert rows[job_id].status == "failed" and rows[job_id].finished_at is not None
             assert rows[job_id].error.startswith(f"The service restarted while this job was {was}")
         assert rows[ids[2]].status == "running" and rows[ids[2]].error is None

@@ -137,7 +137,7 @@ def test_publish_moves_exactly_the_open_incidents_shapely_predicts(db):
         minx, miny, maxx, maxy = conn.execute(text(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom)::geometry AS e "
             "FROM areas WHERE version_id = :v) t"), {"v": old}).one()
-    for lon, lat in zip(rng.uniform(minx, maxx, 60), rng.uniform(miny, maxy, 60)):  # more open incidents
+    for lon, lat in zip(rng.uniform(minx, maxx, 60), rng.uniform(miny, maxy, 60), strict=False):  # more open incidents
         reply = db.client.post("/incidents", json={"category": "0101", "lon": lon, "lat": lat}, headers=db.admin)
         assert reply.status_code == 201, reply.text
     plan = new_draft(db, "reshaped")
@@ -330,7 +330,7 @@ def test_incidents_reported_during_a_publish_all_land_in_the_new_version(db):
             for n in range(3):
                 lon = rng.uniform(minx, maxx, rows_per_import)
                 lat = rng.uniform(miny, maxy, rows_per_import)
-                csv = "lon,lat,category\n" + "".join(f"{x},{y},0101\n" for x, y in zip(lon, lat))
+                csv = "lon,lat,category\n" + "".join(f"{x},{y},0101\n" for x, y in zip(lon, lat, strict=False))
                 try:
                     report = import_incidents(db.engine, csv.encode(), format="csv", keep_outside=True)
                 except Exception as exc:

@@ -76,7 +76,7 @@ def test_codes_nest_and_have_the_right_length(full):
     assert (areas.index.str.len() == areas.level.map(length)).all()
     assert areas.index.str.isdigit().all() and areas.index.is_unique
     sub = areas[areas.level != "district"]
-    assert all(code.startswith(parent) for code, parent in zip(sub.index, sub.parent_code))
+    assert all(code.startswith(parent) for code, parent in zip(sub.index, sub.parent_code, strict=False))
     assert pd.isna(areas.loc["110102", "parent_code"])  # pandas 3 str columns hold missing as NaN
 
 
@@ -173,7 +173,7 @@ def test_each_street_holds_its_real_office_point(full):
     streets, figures = _streets_table(full)
     seeds = synth.street_seeds(list(figures.values()))
     geod = Geod(ellps="WGS84")
-    for (code, f), (lon, lat) in zip(figures.items(), seeds):
+    for (code, f), (lon, lat) in zip(figures.items(), seeds, strict=False):
         if f["office_gcj02"] is None:
             continue  # 椿树: placed between its neighbours, checked below
         wgs = to_wgs84(*f["office_gcj02"], "GCJ-02")

@@ -1,7 +1,7 @@
 """The `wangge` command: database, fixtures, users and the server."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -130,7 +130,7 @@ def fixtures_load(
             loaded = anchor(conn)
         if loaded is None:  # no demo, or one loaded before the anchor was stored: (re)load it
             replace = True
-        elif (datetime.now(timezone.utc) - loaded).total_seconds() > renew_after_h * 3600:
+        elif (datetime.now(UTC) - loaded).total_seconds() > renew_after_h * 3600:
             console.print(f"the loaded demo ends {loaded.isoformat()}, over {renew_after_h:g} h ago: loading it again")
             replace = True
 
@@ -177,8 +177,8 @@ def network_import(
     type: Annotated[str, typer.Option("--type", help="driving or walking.")] = "driving",
 ) -> None:
     """Import the roads of an OSM extract as a routable network (one transaction)."""
-    from geo.errors import DomainError
     from geo.dispatch.network import import_pbf
+    from geo.errors import DomainError
 
     name = name or file.name.split(".")[0]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -261,8 +261,8 @@ def incidents_import(
     """Import incidents in one transaction: every row is filed or reported with its line and reason."""
     from rich.progress import MofNCompleteColumn
 
-    from geo.incidents.bulk import import_incidents
     from geo.errors import DomainError
+    from geo.incidents.bulk import import_incidents
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -316,9 +316,9 @@ def plans_import(
                                                       "(default: its current one).")] = None,
 ) -> None:
     """Replace the grids of every community the file touches, all or nothing; every bad feature is listed."""
+    from geo.errors import DomainError
     from geo.planning import files as plan_files
     from geo.planning import plans
-    from geo.errors import DomainError
 
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
@@ -335,7 +335,7 @@ def plans_import(
                           "imported, so nothing was imported:", highlight=False)
             for feature in exc.features:
                 console.print(f"  {feature['id']}: {feature['reason']}", highlight=False)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         except DomainError as exc:
             bar.stop()
             _fail(exc.message)
@@ -352,8 +352,8 @@ def plans_export(
     format: Annotated[str | None, typer.Option(help="gpkg, geojson, shp or parquet (default: from FILE).")] = None,
 ) -> None:
     """Write a version's grids (EPSG:4326) with codes, name, kind, households and worker."""
-    from geo.planning import files as plan_files
     from geo.errors import DomainError
+    from geo.planning import files as plan_files
 
     try:
         format = format or plan_files.format_of(file.name)

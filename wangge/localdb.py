@@ -39,7 +39,9 @@ def find_bindir() -> Path:
 
 
 class LocalCluster:
+    """The project-local PostgreSQL cluster: created, started and stopped as an unprivileged user."""
     def __init__(self, settings: Settings):
+        """The cluster the settings describe (data under local_dir, its own port)."""
         self.settings = settings
         self.root = Path(settings.local_dir).resolve()
         self.port = settings.local_port
@@ -52,9 +54,11 @@ class LocalCluster:
 
     # -- connection -------------------------------------------------------
     def url(self, dbname: str | None = None) -> str:
+        """The URL of a database in the cluster."""
         return self.settings.local_url(dbname)
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        """An autocommit connection to a database in the cluster."""
         return psycopg.connect(self.url(dbname), autocommit=True)
 
     # -- lifecycle --------------------------------------------------------
@@ -80,9 +84,11 @@ class LocalCluster:
                 os.chmod(parent, mode | 0o001)
 
     def initialised(self) -> bool:
+        """Whether the data directory holds a cluster."""
         return (self.datadir / "PG_VERSION").exists()
 
     def init(self) -> None:
+        """Create the cluster (initdb as the unprivileged OS user) with a random superuser password."""
         bindir = find_bindir()
         self.rundir.mkdir(parents=True, exist_ok=True)
         self._ensure_os_user()
@@ -118,6 +124,7 @@ class LocalCluster:
             )
 
     def running(self) -> bool:
+        """Whether the cluster's server is running."""
         if not self.initialised():
             return False
         result = self._as_pg_user([str(find_bindir() / "pg_ctl"), "-D", str(self.datadir), "status"])
@@ -143,24 +150,29 @@ class LocalCluster:
         return self.url()
 
     def stop(self) -> None:
+        """Stop the server if it runs."""
         if self.running():
-            result = self._as_pg_user([str(find_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
+            result = self._as_pg_user([str(find_bindir() / "pg_ctl"), "-D", str(self.datadir),
+                                       "-m", "fast", "-w", "stop"])
             if result.returncode != 0:
                 raise ClusterError(f"pg_ctl stop failed:\n{result.stderr}")
 
     def status(self) -> str:
+        """Running, stopped or not initialised, and where."""
         if not self.initialised():
             return f"not initialised (data directory {self.datadir})"
         return f"{'running' if self.running() else 'stopped'} on 127.0.0.1:{self.port}, data in {self.datadir}"
 
     # -- databases ----------------------------------------------------------
     def create_database(self, name: str) -> None:
+        """Create a database unless it exists."""
         with self.connect() as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def drop_database(self, name: str) -> None:
+        """Drop a database, closing its connections."""
         with self.connect() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

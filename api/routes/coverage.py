@@ -73,6 +73,7 @@ async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: S
 
 
 class StationingIn(BaseModel):
+    """The body of POST /analysis/stationing: where to place k posts and what counts as covered."""
     area: str | None = Field(None, pattern=AREA_CODE)
     k: int = Field(5, ge=1, le=stationing_analysis.MAX_K, description="posts to place (MCLP)")
     distance: float = Field(500, gt=0, le=50_000, description="service distance, metres")
@@ -93,8 +94,10 @@ async def stationing(body: StationingIn, conn: Conn, caller: CurrentCaller, sett
 
 @router.get("/analysis/hotspots")
 async def hotspots(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
-                   start: Annotated[str | None, Query(alias="from", description="ISO date (default: to - 30 days)")] = None,
-                   end: Annotated[str | None, Query(alias="to", description="ISO date, exclusive (default: now)")] = None,
+                   start: Annotated[str | None, Query(alias="from",
+                                                      description="ISO date (default: to - 30 days)")] = None,
+                   end: Annotated[str | None, Query(alias="to",
+                                                    description="ISO date, exclusive (default: now)")] = None,
                    category: Annotated[str | None, Query(max_length=32)] = None,
                    by: Literal["h3", "grid"] = "h3",
                    resolution: Annotated[int, Query(ge=5, le=10)] = 8,

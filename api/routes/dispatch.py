@@ -33,6 +33,7 @@ CrsField = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09
 
 
 class ResponderIn(BaseModel):
+    """The body of POST /responders."""
     name: str = Field(min_length=1, max_length=200)
     role: Role
     phone: str | None = Field(None, max_length=40)
@@ -43,6 +44,7 @@ class ResponderIn(BaseModel):
 
 
 class ResponderPatch(BaseModel):
+    """The body of PATCH /responders/{id}: only the fields given change."""
     name: str | None = Field(None, min_length=1, max_length=200)
     role: Role | None = None
     phone: str | None = Field(None, max_length=40)
@@ -53,6 +55,7 @@ class ResponderPatch(BaseModel):
 
 
 class PositionIn(BaseModel):
+    """One position of a responder, in the given crs."""
     lon: float
     lat: float
     crs: str = CrsField
@@ -63,16 +66,19 @@ class PositionIn(BaseModel):
 
 
 class PingIn(PositionIn):
+    """One ping of a batch: whose position, where and when."""
     responder_id: int
     crs: str | None = Field(None, description="per ping; default the batch's crs")
 
 
 class PingBatch(BaseModel):
+    """A batch of pings with a default crs."""
     crs: str = CrsField
     pings: list[PingIn]
 
 
 class DispatchIn(BaseModel):
+    """The body of POST /incidents/{id}/dispatch."""
     responder_id: int | None = Field(None, description="default: the nearest available responder with a fresh "
                                                        "position")
     note: str | None = Field(None, max_length=2000)
@@ -117,7 +123,8 @@ async def list_responders(
     return feature_collection(request, features, {"after": next_after, "limit": limit} if next_after else None)
 
 
-@router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"], responses=geojson(Feature[ResponderProperties]))
+@router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"],
+            responses=geojson(Feature[ResponderProperties]))
 async def get_responder(responder_id: int, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
     """One responder: role, status, home grid, last position, its age and whether it is stale."""

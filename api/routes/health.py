@@ -11,6 +11,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request) -> JSONResponse:
+    """Whether the service can reach PostGIS, its version, the active grid version and the demo's anchor."""
     try:
         async with request.app.state.pool.acquire() as conn:
             postgis = await conn.fetchval("SELECT postgis_lib_version()")

@@ -22,11 +22,13 @@ router = APIRouter(tags=["incidents"])
 
 
 class Point(BaseModel):
+    """A GeoJSON Point."""
     type: Literal["Point"]
     coordinates: Annotated[list[float], Field(min_length=2, max_length=3)]
 
 
 class Contact(BaseModel):
+    """The reporter's contact details, stored with the incident."""
     first_name: str | None = Field(None, max_length=100)
     last_name: str | None = Field(None, max_length=100)
     email: str | None = Field(None, max_length=200)
@@ -34,6 +36,7 @@ class Contact(BaseModel):
 
 
 class IncidentIn(BaseModel):
+    """The body of POST /incidents: a category and a location, as lon/lat or a GeoJSON Point."""
     category: str = Field(max_length=32, description="Category code, see GET /open311/v2/services.json")
     description: str | None = Field(None, max_length=4000)
     lon: float | None = None
@@ -53,6 +56,7 @@ class IncidentIn(BaseModel):
         return self
 
     def wgs84(self) -> tuple[float, float]:
+        """The location as WGS84 lon/lat (400 when out of range)."""
         lon, lat = (self.lon, self.lat) if self.lon is not None else self.location.coordinates[:2]
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise InvalidInput(f"Coordinates ({lon}, {lat}) are out of range: lon is -180..180, lat -90..90 "
@@ -61,6 +65,7 @@ class IncidentIn(BaseModel):
 
 
 class ActionIn(BaseModel):
+    """The body of POST /incidents/{id}/actions: a workflow action."""
     action: str = Field(description=f"one of {', '.join(workflow.ACTIONS)}")
     note: str | None = Field(None, max_length=2000)
     due_at: datetime | None = Field(None, description="for 'extend': the new due time (ISO 8601 with zone)")
@@ -68,12 +73,14 @@ class ActionIn(BaseModel):
 
 
 class ReassignIn(BaseModel):
+    """The body of POST /incidents/{id}/reassign: another grid or responder, and why."""
     note: str = Field(max_length=2000, description="the reason")
     grid_code: str | None = Field(None, pattern=GRID_CODE)
     assignee_id: int | None = None
 
 
 class MergeIn(BaseModel):
+    """The body of POST /incidents/{id}/merge: the incident this one repeats."""
     into: int
     note: str | None = Field(None, max_length=2000)
 
@@ -109,7 +116,8 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _filters(bbox, area, grid, status, category, overdue, assignee, since, until) -> incidents.Filters:
-    return incidents.Filters(bbox=parse_bbox(bbox), area=area, grid=grid, statuses=comma_list(status, INCIDENT_STATUSES, "status"),
+    return incidents.Filters(bbox=parse_bbox(bbox), area=area, grid=grid,
+                             statuses=comma_list(status, INCIDENT_STATUSES, "status"),
                              categories=comma_list(category, None, "category"), overdue=overdue, assignee=assignee,
                              since=_aware(since), until=_aware(until))
 
@@ -119,7 +127,8 @@ Limit = Annotated[int, Query(ge=1, description="clamped to 1000")]
 
 @router.get("/incidents", response_class=GeoJSONResponse, responses=geojson(FeatureCollection[IncidentProperties]))
 async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: BBoxQuery = None,
-                         area: AreaCodeQuery = None, grid: GridCodeQuery = None, status: CommaList = None, category: CommaList = None,
+                         area: AreaCodeQuery = None, grid: GridCodeQuery = None, status: CommaList = None,
+                         category: CommaList = None,
                          overdue: bool | None = None, assignee: int | None = None, since: datetime | None = None,
                          until: datetime | None = None, limit: Limit = 100, cursor: str | None = None):
     """Incidents in your area, newest first, paged with a keyset cursor (follow the `next` link)."""
@@ -143,26 +152,30 @@ async def _page(request, conn, caller, filters, limit, cursor) -> GeoJSONRespons
     return feature_collection(request, features, {"cursor": next_cursor, "limit": limit} if next_cursor else None)
 
 
-@router.get("/incidents/{incident_id}", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
+@router.get("/incidents/{incident_id}", response_class=GeoJSONResponse,
+            responses=geojson(Feature[IncidentProperties]))
 async def get_incident(incident_id: int, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """One incident with its full event history."""
     return feature(await incidents.get(conn, caller, incident_id))
 
 
-@router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
+@router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse,
+             responses=geojson(Feature[IncidentProperties]))
 async def act(incident_id: int, body: ActionIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Move the incident through the workflow; an illegal action gets 409 with the allowed ones."""
     return feature(await incidents.act(conn, caller, incident_id, body.action, body.note, _aware(body.due_at),
                                        body.assignee_id))
 
 
-@router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
+@router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse,
+             responses=geojson(Feature[IncidentProperties]))
 async def reassign(incident_id: int, body: ReassignIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Manual reassignment to another grid (and its worker) or responder, with a reason."""
     return feature(await incidents.reassign(conn, caller, incident_id, body.note, body.grid_code, body.assignee_id))
 
 
-@router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse, responses=geojson(Feature[IncidentProperties]))
+@router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse,
+             responses=geojson(Feature[IncidentProperties]))
 async def merge(incident_id: int, body: MergeIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Merge a duplicate into the incident it repeats."""
     return feature(await incidents.merge(conn, caller, incident_id, body.into, body.note))

@@ -52,6 +52,7 @@ def cancel_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict
 
 
 class Proposal(BaseModel):
+    """The body of POST /plans/{id}/propose: the area to redraw and the household target."""
     revision: int = Field(ge=0, description="The plan revision the proposal is based on (GET /plans/{id})")
     area: str = Field(pattern=AREA_ABOVE_GRID_CODE,
                       description="District (6 digits), street (9) or community (12) code to redraw")

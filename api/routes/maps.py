@@ -34,7 +34,8 @@ async def grids_map(conn: Conn, caller: CurrentCaller,
 @router.get("/incidents", response_class=HTMLResponse)
 async def incidents_map(request: Request, conn: Conn, caller: CurrentCaller,
                         area: Annotated[str | None, Query(pattern=AREA_CODE)] = None,
-                        category: Annotated[list[str] | None, Query(description="category code(s); default all")] = None,
+                        category: Annotated[list[str] | None,
+                                            Query(description="category code(s); default all")] = None,
                         status: Annotated[list[str] | None, Query(description="open (default), pending, final, all, "
                                                                               "or status name(s)")] = None,
                         start: Annotated[date | None, Query(alias="from", description="first day (default: 29 "

@@ -38,6 +38,7 @@ class SpecError(Exception):
     """An error in the spec's shape; HTTP 404 for missing resources, 403 for the api_key, else 400."""
 
     def __init__(self, status: int, description: str):
+        """An error with its HTTP status and the spec's description."""
         super().__init__(description)
         self.status = status
         self.description = description
@@ -85,6 +86,7 @@ def render(fmt: str, root: str, body, status: int = 200) -> Response:
 
 
 def error_response(fmt: str, status: int, description: str) -> Response:
+    """An error in the spec's errors shape, in the requested format."""
     return render(fmt if fmt in FORMATS else "json", "errors", [{"code": status, "description": description}],
                   status)
 

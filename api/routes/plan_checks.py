@@ -31,6 +31,7 @@ def validate_plan(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
 
 
 class FixSlivers(BaseModel):
+    """The body of POST /plans/{id}/fix-slivers."""
     revision: int = Field(ge=0, description="The plan's current revision (409 if stale)")
     sliver_m2: float = Field(default=pv.SLIVER_M2, ge=0, le=pv.MAX_SLIVER_M2)
 

@@ -26,10 +26,12 @@ class _Geometry(BaseModel):
 
 
 class PolygonGeometry(_Geometry):
+    """A polygon (new boundary) in the edit's crs."""
     type: Literal["Polygon", "MultiPolygon"]
 
 
 class LineGeometry(_Geometry):
+    """A line (split line) in the edit's crs."""
     type: Literal["LineString"]
 
 

@@ -41,6 +41,7 @@ _EXAMPLE = "`curl --data-binary @grids.gpkg -H 'Content-Type: application/geopac
 
 
 def content_type_of(request: Request) -> str:
+    """The request's media type, lower-cased, without parameters."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 

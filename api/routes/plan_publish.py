@@ -15,6 +15,7 @@ PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 class Publish(BaseModel):
+    """The body of POST /plans/{id}/publish."""
     revision: int = Field(ge=0, description="The plan's current revision (GET /plans/{id})")
     force: bool = Field(default=False, description="Publish even though the plan was copied from a version that "
                                                    "is no longer active (that would undo what was published since)")

@@ -21,6 +21,7 @@ PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 class NewPlan(BaseModel):
+    """The JSON body of POST /plans."""
     name: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=4000)
     based_on: int | None = Field(default=None, ge=1, description="Version to copy; default: the active one")
@@ -31,13 +32,14 @@ def _new_plan(raw: bytes) -> NewPlan | None:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestValidationError([{"loc": ("body",), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}])
+        raise RequestValidationError([{"loc": ("body",), "msg": f"JSON decode error: {exc}",
+                                       "type": "json_invalid"}]) from exc
     if isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature"):
         return None
     try:
         return NewPlan.model_validate(data)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
 
 
 @router.post("/plans", status_code=201, openapi_extra={"requestBody": {"required": True, "content": {

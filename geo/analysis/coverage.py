@@ -38,12 +38,14 @@ LIMIT 1"""
 
 @dataclass(frozen=True)
 class AreaRef:
+    """An area an analysis runs over."""
     id: int
     code: str
     name: str
     level: str
 
     def as_json(self) -> dict:
+        """Code, name and level, as replies show the area."""
         return {"code": self.code, "name": self.name, "level": self.level}
 
 
@@ -102,7 +104,8 @@ SELECT
        'covered_m2', coalesce(ST_Area(ST_Intersection(c.geom, gc.geom)::geography), 0),
        'gap_m2', (SELECT coalesce(sum(m2) FILTER (WHERE m2 >= $4), 0) FROM (
                     SELECT ST_Area(d.geom::geography) AS m2
-                    FROM ST_Dump(ST_Difference(c.geom, coalesce(gc.geom, ST_GeomFromText('POLYGON EMPTY', 4326)))) d) x),
+                    FROM ST_Dump(ST_Difference(c.geom,
+                                               coalesce(gc.geom, ST_GeomFromText('POLYGON EMPTY', 4326)))) d) x),
        'overlap_m2', (SELECT coalesce(sum(m2) FILTER (WHERE m2 >= $4), 0) FROM (
                     SELECT ST_Area(d.geom::geography) AS m2
                     FROM ST_Dump((SELECT ST_Union(p.geom) FROM pairs p WHERE p.xc = c.code AND p.yc = c.code)) d) y)
@@ -228,7 +231,8 @@ async def staffing(conn, caller: Caller, code: str | None, target: int = 300, to
         "definitions": {
             "band": "target × (1 ± tolerance) households; over: households > band high, under: < band low",
             "households_per_worker": "households of staffed grids / workers (a worker may work several grids)",
-            "most_overloaded_workers": "workers ranked by the households of the grids they work; load = households / target",
+            "most_overloaded_workers": "workers ranked by the households of the grids they work; "
+                                       "load = households / target",
         },
     }
 
@@ -250,7 +254,8 @@ FRESH_TABLE_SQL = (
 RESPONSE_SQL = """
 WITH a AS (SELECT geom FROM areas WHERE id = $1),
 b AS (
-  SELECT b.id, b.households, CASE WHEN GeometryType(b.geom) = 'POINT' THEN b.geom ELSE ST_PointOnSurface(b.geom) END AS p
+  SELECT b.id, b.households,
+         CASE WHEN GeometryType(b.geom) = 'POINT' THEN b.geom ELSE ST_PointOnSurface(b.geom) END AS p
   FROM buildings b, a WHERE ST_Covers(a.geom, b.geom))
 SELECT b.id, b.households, ST_X(b.p) AS lon, ST_Y(b.p) AS lat, near.distance_m
 FROM b
@@ -295,6 +300,7 @@ def curve(distances: np.ndarray, weights: np.ndarray, steps=CURVE_DISTANCES_M) -
 
 
 async def response_distances(conn, area: AreaRef, max_age_s: float):
+    """Every building's households and distance to the nearest fresh available responder in the area."""
     fresh = await conn.fetchval(FRESH_SQL, float(max_age_s))
     if fresh:
         async with conn.transaction():
@@ -333,7 +339,8 @@ async def network_times(conn, engine, area: AreaRef, max_age_s: float):
     if sources and len(ids):
         from geo.dispatch import routing
 
-        matrix = await asyncio.to_thread(routing.travel_times_from_many, engine, sources, list(zip(lon, lat)))
+        matrix = await asyncio.to_thread(routing.travel_times_from_many, engine, sources,
+                                         list(zip(lon, lat, strict=False)))
         times = matrix.min(axis=0)
     return ids, households, lon, lat, times
 
@@ -435,7 +442,8 @@ def curve_svg(points: list[dict], title: str, marker_m: float | None = None, wid
         out.append(f'<text x="{sx(x):.1f}" y="{top + ph + 16}" text-anchor="middle">{x}</text>')
     out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#333"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#333"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{"distance (m)" if unit == "m" else "travel time by road (min)"}</text>')
+    axis = "distance (m)" if unit == "m" else "travel time by road (min)"
+    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{axis}</text>')
     out.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" text-anchor="middle">'
                'households covered</text>')
     if marker_m is not None and x0 <= marker_m <= x1:

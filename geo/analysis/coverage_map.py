@@ -41,6 +41,7 @@ POINT_SQL = "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p F
 
 @dataclass
 class CoverageData:
+    """Everything the coverage map shows for one area."""
     area: dict  # code, name, level
     distance_m: float
     outline: dict | None  # GeoJSON geometry of the area
@@ -64,10 +65,12 @@ def _aggregate(lat: np.ndarray, lon: np.ndarray, hh: np.ndarray, cap: int) -> tu
     """[lat, lon, households, buildings] per building, or per square cell of stationing.square_cells (at
     most `cap` cells; the household-weighted mean point of each)."""
     if len(lat) <= cap:
-        return [[round(float(y), 6), round(float(x), 6), int(h), 1] for y, x, h in zip(lat, lon, hh)], None
+        return [[round(float(y), 6), round(float(x), 6), int(h), 1]
+                for y, x, h in zip(lat, lon, hh, strict=True)], None
     cells, size = stationing.square_cells(lon, lat, cap)
     x, y, h, n = stationing.cell_means(cells, lon, lat, hh)
-    return [[round(float(a), 6), round(float(b), 6), int(round(c)), int(d)] for a, b, c, d in zip(y, x, h, n)], size
+    return [[round(float(a), 6), round(float(b), 6), int(round(c)), int(d)]
+            for a, b, c, d in zip(y, x, h, n, strict=True)], size
 
 
 # One pgr_drivingDistance from every responder's vertex at once (one graph build, not one per responder); each

@@ -13,8 +13,8 @@ from datetime import datetime
 
 import numpy as np
 
-from geo.auth import Caller
 from geo.analysis.coverage import resolve_area
+from geo.auth import Caller
 from geo.errors import InvalidInput
 from geo.incidents.metrics import window
 from geo.incidents.timelimits import TZ
@@ -76,7 +76,7 @@ def h3_cells(area_geojson: str, lon: np.ndarray, lat: np.ndarray, resolution: in
 
     geo = orjson.loads(area_geojson)
     cells = set(h3.geo_to_cells(geo, resolution))
-    of_incident = [h3.latlng_to_cell(y, x, resolution) for x, y in zip(lon, lat)]
+    of_incident = [h3.latlng_to_cell(y, x, resolution) for x, y in zip(lon, lat, strict=False)]
     cells.update(of_incident)
     ids = sorted(cells)
     index = {c: i for i, c in enumerate(ids)}
@@ -103,7 +103,7 @@ def analyse(ids: list, neighbours: dict, cell_of: np.ndarray, times: np.ndarray,
     hot_every = np.ones(n, dtype=bool)
     edges = [t0 + (t1 - t0) * i / windows for i in range(windows + 1)]
     ts = np.array([t.timestamp() for t in times]) if len(times) else np.zeros(0)
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=False):
         inside = (ts >= a.timestamp()) & (ts < b.timestamp())
         wc = np.bincount(cell_of[inside], minlength=n) if inside.any() else np.zeros(n, dtype=int)
         if wc.sum() == 0 or wc.min() == wc.max():
@@ -154,7 +154,7 @@ async def hotspots(conn, caller: Caller, code: str | None, start: str | None = N
         # incidents filed under grid codes of the active version; others (older versions) are left out
         cell_of = [index.get(r["grid_code"], -1) for r in rows]
         keep = np.array([c >= 0 for c in cell_of], dtype=bool)
-        times = [t for t, k in zip(times, keep) if k]
+        times = [t for t, k in zip(times, keep, strict=False) if k]
         cell_of = [c for c in cell_of if c >= 0]
     result = await asyncio.to_thread(analyse, ids, neighbours, np.asarray(cell_of, dtype=int), times, t0, t1,
                                      windows, alpha, permutations)

@@ -43,6 +43,7 @@ ORDER BY r.id"""
 
 @dataclass
 class Points:
+    """Demand points with weights and labels, and where they came from."""
     lon: np.ndarray
     lat: np.ndarray
     weight: np.ndarray
@@ -106,7 +107,7 @@ def _post_features(lon, lat, labels, kinds, covered) -> dict:
     return {"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(float(x), 7), round(float(y), 7)]},
          "properties": {"candidate": label, "candidate_kind": kind, "households_covered": int(c)}}
-        for x, y, label, kind, c in zip(lon, lat, labels, kinds, covered)]}
+        for x, y, label, kind, c in zip(lon, lat, labels, kinds, covered, strict=False)]}
 
 
 def solve(buildings, grid_points, current, k: int, distance_m: float, candidates="grid_centroids") -> dict:
@@ -236,6 +237,7 @@ def solve(buildings, grid_points, current, k: int, distance_m: float, candidates
 
 
 async def load(conn, area_id: int, area_code: str, max_age_s: float, need_grids: bool):
+    """The area's buildings, grid centroids (if needed) and today's fresh responders, for the solver."""
     buildings = [tuple(r) for r in await conn.fetch(BUILDINGS_SQL, area_id)]
     grid_points = [tuple(r) for r in await conn.fetch(GRID_POINTS_SQL, area_code)] if need_grids else []
     current = [tuple(r) for r in await conn.fetch(CURRENT_SQL, area_id, float(max_age_s))]

@@ -67,6 +67,6 @@ def match_codes(community_code: str, old, new_geoms, taken: set[str], same_place
             used_old.add(j)
     rest = [i for i, c in enumerate(codes) if c is None]
     fresh = new_codes(community_code, set(taken) | {c for c in codes if c}, [new_geoms[i] for i in rest])
-    for i, code in zip(rest, fresh):
+    for i, code in zip(rest, fresh, strict=False):
         codes[i] = code
     return codes

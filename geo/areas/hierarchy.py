@@ -91,7 +91,8 @@ def _build_statements():
     # Nearest by geodesic metres: the planar (degree) nearest bounds the search radius, widened by
     # 1/cos(lat) because a degree of longitude is shorter than one of latitude.
     grids = (Area.level == "grid", Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
-    planar_nearest = select(Area.geom.op("<->", return_type=Float)(point)).where(*grids).order_by(Area.geom.op("<->")(point)).limit(1)
+    planar_nearest = (select(Area.geom.op("<->", return_type=Float)(point)).where(*grids)
+                      .order_by(Area.geom.op("<->")(point)).limit(1))
     radius = planar_nearest.scalar_subquery() / func.cos(func.radians(bindparam("lat", type_=Float))) * 1.01
     distance = func.ST_Distance(func.geography(Area.geom), func.geography(point))
     statements["nearest"] = (

@@ -24,6 +24,7 @@ LIMIT 1"""
 
 @dataclass
 class DispatchData:
+    """Everything the dispatcher's map shows for one point."""
     lon: float
     lat: float
     mode: str

@@ -4,7 +4,7 @@ import functools
 import inspect
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
@@ -29,6 +29,7 @@ class NetworkUnavailable(DomainError):
 
 @dataclass
 class Nearest:
+    """A nearest-responders query, the point in WGS84."""
     lon: float  # WGS84
     lat: float
     k: int = 5
@@ -139,7 +140,7 @@ def _zone(name: str):
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 def _round(value: float, scale: float) -> float:
@@ -167,6 +168,7 @@ def feature(row, grid_code: str | None, speed_mps: float, now: datetime, max_age
 
 @dataclass
 class NearestResult:
+    """The ranked responders, the grid covering the point and the mode used."""
     features: list[dict]  # Features, nearest first
     ids: list[int]
     grid_code: str | None  # the active grid covering the point
@@ -177,7 +179,8 @@ def checked(query: Nearest) -> Nearest:
     """The query validated (400 naming the field), k clamped to 1..MAX_K."""
     if query.mode not in MODES:
         raise InvalidInput(f"Unknown mode {query.mode!r}; use straight or network.", field="mode")
-    for values, allowed, name in ((query.statuses, RESPONDER_STATUSES, "status"), (query.roles, RESPONDER_ROLES, "role")):
+    for values, allowed, name in ((query.statuses, RESPONDER_STATUSES, "status"),
+                                  (query.roles, RESPONDER_ROLES, "role")):
         unknown = [v for v in values or () if v not in allowed]
         if unknown:
             raise InvalidInput(f"Unknown {name} {', '.join(unknown)}; use: {', '.join(allowed)}.", field=name)

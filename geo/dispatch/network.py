@@ -38,6 +38,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class ImportReport:
+    """What an OSM import wrote: the network, its vertices and edges."""
     network_id: int
     name: str
     network_type: str
@@ -134,4 +135,5 @@ def write_network(conn: Connection, name: str, vertices: gpd.GeoDataFrame, edges
 
 
 def network_id(conn: Connection, name: str) -> int | None:
+    """The id of the road network with this name, or None."""
     return conn.execute(text("SELECT id FROM road_networks WHERE name = :n"), {"n": name}).scalar()

@@ -63,6 +63,7 @@ async def get(conn, caller: Caller, responder_id: int, max_age_s: float) -> str:
 
 @dataclass
 class Filters:
+    """Which responders a list shows."""
     statuses: list[str] | None = None
     roles: list[str] | None = None
     area: str | None = None
@@ -199,6 +200,7 @@ class Pings:
     crs: list[str]  # per ping (already normalised)
 
     def __len__(self) -> int:
+        """The number of pings."""
         return len(self.responder_id)
 
 
@@ -280,6 +282,7 @@ _INGEST = Query(text(INGEST_SQL))
 
 @dataclass
 class IngestResult:
+    """What a batch of pings did."""
     received: int
     written: int  # rows appended to the track
     positions_updated: int  # responders whose last position moved (the ping was newer than the stored one)
@@ -323,6 +326,7 @@ async def ping(conn, caller: Caller, responder_id: int, lon: float, lat: float, 
 
 
 def result_json(result: IngestResult) -> bytes:
+    """The reply body of a batch of pings."""
     return orjson.dumps(result.__dict__)
 
 

@@ -29,9 +29,11 @@ GEOJSON_DECIMALS = 7
 
 
 class NoRoadNetwork(DomainError):
+    """No road network near the point, for a query that needs one."""
     code = "no_road_network"
 
     def __init__(self, lon: float, lat: float, within_m: float = NETWORK_SEARCH_M):
+        """Say how far was searched, and how to import a network."""
         super().__init__(
             f"No road network near this point ({lon:.6f}, {lat:.6f}): no imported road vertex within "
             f"{within_m:.0f} m. Import one with `wangge network import FILE.osm.pbf` "
@@ -67,7 +69,8 @@ _PATHS = """
 WITH p AS (SELECT * FROM pgr_dijkstra($1, $2::bigint, $3::bigint[], directed => true))
 SELECT p.end_vid, sum(p.cost) AS cost_s, sum(e.length_m) AS length_m,
        CASE WHEN $5 THEN ST_AsGeoJSON(ST_MakeLine(
-           CASE WHEN e.target = p.node THEN e.geom ELSE ST_Reverse(e.geom) END ORDER BY p.path_seq DESC), 7) END AS route
+           CASE WHEN e.target = p.node THEN e.geom ELSE ST_Reverse(e.geom) END ORDER BY p.path_seq DESC), 7)
+       END AS route
 FROM p JOIN road_edges e ON e.network_id = $4 AND e.id = p.edge
 GROUP BY p.end_vid"""
 
@@ -144,12 +147,12 @@ async def network_etas(conn, lon: float, lat: float, candidates: list[tuple[int,
     on_net = [v for v, d in cand_snaps if d <= max_snap_m and v != target_vid]
     paths = {}
     if on_net:
-        near = [p for p, (_, d) in zip(points, snaps) if d <= max_snap_m]
+        near = [p for p, (_, d) in zip(points, snaps, strict=False) if d <= max_snap_m]
         rows = await conn.fetch(_PATHS, edges_sql(network_id, near, reverse=True), target_vid,
                                 sorted(set(on_net)), network_id, routes != "none")
         paths = {r["end_vid"]: (r["cost_s"], r["length_m"], r["route"]) for r in rows}
     results = []
-    for (rid, clon, clat), (vid, d) in zip(candidates, cand_snaps):
+    for (rid, clon, clat), (vid, d) in zip(candidates, cand_snaps, strict=False):
         item = {"responder_id": rid, "network": network_name, "snap_m": d, "target_snap_m": target_snap,
                 "eta_s": None, "network_time_s": None, "network_distance_m": None, "distance_m": None,
                 "reachable": False, "reason": None, "route": None}
@@ -239,7 +242,7 @@ def travel_times_from_many(engine: Engine, sources: list[tuple[float, float]], t
         starts, ends = sorted(set(s_vid[s_ok].tolist())), sorted(set(t_vid[t_ok].tolist()))
         found = np.zeros((0, 3))
         if starts and ends:
-            near = [p for p, good in zip(points, ok) if good]
+            near = [p for p, good in zip(points, ok, strict=False) if good]
             rows = conn.execute(text(
                 "SELECT start_vid, end_vid, agg_cost FROM pgr_dijkstraCost(:sql, CAST(:s AS bigint[]), "
                 "CAST(:t AS bigint[]), directed => true)"),
@@ -253,7 +256,8 @@ def travel_times_from_many(engine: Engine, sources: list[tuple[float, float]], t
         grid[[s_index[int(v)] for v in found[:, 0]], [t_index[int(v)] for v in found[:, 1]]] = found[:, 2]
         for v in set(starts) & set(ends):
             grid[s_index[v], t_index[v]] = 0.0
-    si = np.array([s_index[v] if g else len(starts) for v, g in zip(s_vid.tolist(), s_ok)], dtype=np.int64)
-    ti = np.array([t_index[v] if g else len(ends) for v, g in zip(t_vid.tolist(), t_ok)], dtype=np.int64)
+    si = np.array([s_index[v] if g else len(starts) for v, g in zip(s_vid.tolist(), s_ok, strict=False)],
+                  dtype=np.int64)
+    ti = np.array([t_index[v] if g else len(ends) for v, g in zip(t_vid.tolist(), t_ok, strict=False)], dtype=np.int64)
     times = grid[si][:, ti] + leg[: len(sources), None] + leg[None, len(sources):]
     return times

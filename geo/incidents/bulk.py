@@ -28,6 +28,7 @@ Progress = Callable[[str, int, int | None], None]  # (phase, rows done, rows exp
 
 @dataclass
 class ImportReport:
+    """What an import did: counts, the rejects with their lines and reasons, and timings."""
     batch_id: str
     total_rows: int
     imported: int
@@ -44,6 +45,7 @@ class ImportReport:
 
     @property
     def rejected_count(self) -> int:
+        """How many rows were rejected."""
         return len(self.rejects)
 
     @property
@@ -177,7 +179,8 @@ def _record(conn: Connection, report: ImportReport, actor_id: int | None, scope:
               "rejected": report.rejected_count, "duplicates": report.duplicates, "scope": scope or None,
               "seconds": round(report.seconds, 3)}
     conn.execute(text("INSERT INTO audit_log (actor_id, action, target, detail) "
-                      "VALUES (CAST(:actor AS int), 'incidents.import', CAST(:target AS text), CAST(:detail AS jsonb))"),
+                      "VALUES (CAST(:actor AS int), 'incidents.import', CAST(:target AS text), "
+                      "CAST(:detail AS jsonb))"),
                  {"actor": actor_id, "target": f"batch:{report.batch_id}", "detail": orjson.dumps(detail).decode()})
 
 

@@ -74,9 +74,10 @@ _GRID_SCALE = text("""
 SELECT cos(radians((ST_YMin(e) + ST_YMax(e)) / 2)),
        (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY sqrt(ST_Area(Box2D(geom)))) FROM areas
         WHERE level = 'grid' AND version_id = CAST(:version AS int))
-FROM (SELECT ST_Extent(geom)::geometry AS e FROM areas WHERE level = 'grid' AND version_id = CAST(:version AS int)) t""")
-_GRID_SHAPES = text("SELECT code, ST_AsBinary(geom) FROM areas WHERE level = 'grid' AND version_id = CAST(:version AS int) "
-                    "ORDER BY code")
+FROM (SELECT ST_Extent(geom)::geometry AS e FROM areas
+      WHERE level = 'grid' AND version_id = CAST(:version AS int)) t""")
+_GRID_SHAPES = text("SELECT code, ST_AsBinary(geom) FROM areas "
+                    "WHERE level = 'grid' AND version_id = CAST(:version AS int) ORDER BY code")
 
 # The cells holding a staged point, as envelopes widened by 1e-9° (a point whose floor() lands in a cell is always
 # inside it); then, grid by grid (so that PostGIS reuses each grid's prepared geometry), the grids meeting each cell
@@ -188,6 +189,7 @@ class NearestGrid:
     closest point. Vectorised with shapely; used from a worker thread while the database files the rows."""
 
     def __init__(self, codes, wkb, k: float):
+        """Index grid shapes (WKB, by code) for nearest-grid searches; `k` scales longitude to metres."""
         import shapely
 
         self.k = k
@@ -197,6 +199,7 @@ class NearestGrid:
 
     @classmethod
     def load(cls, conn: Connection, version_id: int, k: float) -> "NearestGrid":
+        """The grids of a version, from the database."""
         rows = conn.execute(_GRID_SHAPES, {"version": version_id}).all()
         return cls([r[0] for r in rows], [bytes(r[1]) for r in rows], k)
 
@@ -246,6 +249,7 @@ class NearestGrid:
 
 @dataclass
 class Assigned:
+    """What the set-based assignment filed, and the staged rows it did not."""
     imported: int
     duplicates: int
     rejects: pd.DataFrame  # line, reason, grid_code (out of scope), nearest_grid, distance_m (outside)

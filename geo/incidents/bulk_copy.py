@@ -57,7 +57,7 @@ def _binary_rows(frame: pd.DataFrame, kinds: dict[str, str]) -> bytes:
         values = frame[column]
         if kind == "text":
             null = values.isna().to_numpy()
-            encoded = [b"" if missing else str(v).encode() for v, missing in zip(values.to_numpy(), null)]
+            encoded = [b"" if missing else str(v).encode() for v, missing in zip(values.to_numpy(), null, strict=False)]
             sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
             fields.append((np.where(null, -1, sizes), sizes, np.frombuffer(b"".join(encoded), dtype=np.uint8)))
             continue

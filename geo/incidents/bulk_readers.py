@@ -39,6 +39,7 @@ SOURCE_COLUMNS = ("source",)
 
 @dataclass
 class Source:
+    """An uploaded file: its format, name and where its bytes are."""
     format: str
     name: str | None
     path: Path | None = None
@@ -46,6 +47,7 @@ class Source:
 
     @classmethod
     def open(cls, path_or_bytes, format: str | None, file_name: str | None) -> "Source":
+        """The source for a path or bytes, its format given, from the file name or sniffed from the content."""
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             data, path = bytes(path_or_bytes), None
             head = data[:64]
@@ -105,6 +107,7 @@ class CsvReader:
     extra_columns = ()
 
     def __init__(self, source: Source, chunk_rows: int):
+        """Sniff the encoding and count the lines of a CSV source."""
         self.source, self.chunk_rows = source, chunk_rows
         self.encoding, lines = self._sniff()
         self.expected = max(lines - 1, 0) or None
@@ -112,7 +115,8 @@ class CsvReader:
         try:
             names = list(pd.read_csv(self._handle(), nrows=0, dtype=str, encoding=self.encoding).columns)
         except pd.errors.EmptyDataError:
-            raise InvalidInput("The CSV is empty: expected a header line such as lon,lat,category.", field="file")
+            raise InvalidInput("The CSV is empty: expected a header line such as lon,lat,category.",
+                               field="file") from None
         except pd.errors.ParserError as exc:
             raise InvalidInput(f"The CSV is malformed: {exc}. Quote values that contain commas, quotes or "
                                "line breaks.", field="file") from exc
@@ -154,6 +158,8 @@ class CsvReader:
         return io.BytesIO(self.source.data) if self.source.data is not None else self.source.path
 
     def chunks(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """The CSV in chunks: the rows as text columns with their line numbers, and the rows that could not be
+        parsed."""
         record, extra = 2, 0  # record number of the next row (the header is 1), quoted line breaks so far
         try:
             with pd.read_csv(self._handle(), dtype=str, keep_default_na=False, skip_blank_lines=False,
@@ -213,6 +219,7 @@ class FeatureReader:
     blank_lines = 0
 
     def __init__(self, source: Source, declared: str, chunk_rows: int):
+        """Open a GeoJSON or GeoPackage source; `declared` is the crs the caller gave."""
         import pyogrio
 
         self.source, self.chunk_rows, self._tmp = source, chunk_rows, None
@@ -271,6 +278,7 @@ class FeatureReader:
                                           columns=list(self.map.values()), skip_features=skip, max_features=count)
 
     def chunks(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """The features in chunks: columns as text with lon/lat in WGS84, and the features rejected."""
         import shapely
 
         try:
@@ -301,7 +309,7 @@ class FeatureReader:
                 y = np.full(n, np.nan)
                 x[ok], y[ok] = shapely.get_x(single[ok]), shapely.get_y(single[ok])
 
-                def col(key):
+                def col(key, frame=frame):
                     if key not in self.map:
                         return ""
                     values = frame[self.map[key]]
@@ -326,6 +334,7 @@ class FeatureReader:
                 self._tmp.close()
 
     def fids(self) -> pd.DataFrame:
+        """Line number → feature id of every feature read."""
         return pd.concat(self._fids, ignore_index=True) if self._fids else pd.DataFrame({"line": [], "fid": []})
 
 
@@ -379,8 +388,10 @@ def validate(chunk: pd.DataFrame, categories: list[dict], now: pd.Timestamp,
         lon, lat = pd.to_numeric(raw_lon, errors="coerce"), pd.to_numeric(raw_lat, errors="coerce")
         missing = ((raw_lon == "") | (raw_lat == "")).to_numpy()
         flag(missing, "missing coordinates")
-        flag(~missing & lon.isna().to_numpy(), lambda m: "bad coordinates: lon " + _quoted(raw_lon[m]) + " is not a number")
-        flag(~missing & lat.isna().to_numpy(), lambda m: "bad coordinates: lat " + _quoted(raw_lat[m]) + " is not a number")
+        flag(~missing & lon.isna().to_numpy(),
+             lambda m: "bad coordinates: lon " + _quoted(raw_lon[m]) + " is not a number")
+        flag(~missing & lat.isna().to_numpy(),
+             lambda m: "bad coordinates: lat " + _quoted(raw_lat[m]) + " is not a number")
     x, y = lon.to_numpy(dtype=float), lat.to_numpy(dtype=float)
     number = ~np.isnan(x) & ~np.isnan(y) & geometry_ok
     in_range = (np.abs(x) <= 180) & (np.abs(y) <= 90)  # False for NaN and inf

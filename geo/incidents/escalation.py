@@ -22,12 +22,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Connection, DateTime, Engine, Integer, String, bindparam, case, func, insert, literal, select, true, update,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from geo.models import Area, Incident, IncidentEvent
 from geo.incidents.workflow import PENDING
+from geo.models import Area, Incident, IncidentEvent
 
 LEVEL_NAMES = {1: "community", 2: "street", 3: "district"}
 DEFAULT_STEPS_H = (0, 24, 72)
@@ -38,6 +50,7 @@ log = logging.getLogger("wangge.escalation")
 
 @dataclass
 class Result:
+    """What one escalation run did."""
     events: int = 0
     by_level: dict[int, int] = field(default_factory=dict)  # new level → incidents that reached it
     locked_out: bool = False  # another runner held the lock; nothing was done
@@ -69,7 +82,7 @@ def _statement():
     level = crossed.c.level
     area_code = func.left(raised.c.grid_code, 15 - 3 * level)  # 12, 9, 6 digits for levels 1, 2, 3
     area_name = select(Area.name).where(Area.code == area_code, Area.version_id.is_(None)).scalar_subquery()
-    step_hours = case(dict(zip((1, 2, 3), hours)), value=level)
+    step_hours = case(dict(zip((1, 2, 3), hours, strict=False)), value=level)
     area = func.concat_ws(" ", case(LEVEL_NAMES, value=level), area_code, area_name)  # a missing name is skipped
     note = func.format("Overdue by more than %s h: escalated to level %s, %s.", step_hours, level, area)
     data = func.jsonb_build_object("level", level, "area_code", area_code, type_=JSONB)
@@ -90,6 +103,7 @@ STATEMENT = _statement()
 
 
 def check_steps(steps_h) -> tuple[int, int, int]:
+    """The three escalation thresholds in hours, checked (non-negative, ascending)."""
     steps = tuple(steps_h)
     if len(steps) != 3 or any(s < 0 for s in steps) or list(steps) != sorted(steps):
         raise ValueError(f"steps_h must be three non-decreasing hours >= 0 (community, street, district), "
@@ -160,6 +174,7 @@ def start(interval_s: float, engine: Engine, steps_h=DEFAULT_STEPS_H) -> asyncio
 
 
 async def stop(task: asyncio.Task | None) -> None:
+    """Cancel the schedule and wait for it to end."""
     if task is None:
         return
     task.cancel()

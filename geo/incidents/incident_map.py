@@ -1,7 +1,7 @@
 """Aggregated incident data for the supervisor map: per-grid counts, heat cells, overdue cases, trends."""
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import orjson
 from sqlalchemy import Date, DateTime, Float, Integer, Numeric, String, and_, bindparam, func, or_, select
@@ -11,10 +11,10 @@ from geo.areas import hierarchy as areas
 from geo.areas.hierarchy import ACTIVE_VERSION
 from geo.auth import Caller
 from geo.errors import InvalidInput
-from geo.models import INCIDENT_STATUSES, Area, Department, Incident, IncidentCategory, IncidentEvent, Responder
-from geo.sql import Query
 from geo.incidents.timelimits import TZ
 from geo.incidents.workflow import FINAL, OPEN, PENDING
+from geo.models import INCIDENT_STATUSES, Area, Department, Incident, IncidentCategory, IncidentEvent, Responder
+from geo.sql import Query
 
 STATUS_GROUPS = {"open": OPEN, "pending": PENDING, "final": FINAL, "all": INCIDENT_STATUSES}
 DEFAULT_STATUS = "open"
@@ -57,10 +57,12 @@ class Filters:
 
     @property
     def since(self) -> datetime:
+        """The first moment of the period."""
         return datetime.combine(self.start, time(0), TZ)
 
     @property
     def until(self) -> datetime:
+        """The moment the period ends (exclusive)."""
         return datetime.combine(self.end + timedelta(days=1), time(0), TZ)
 
     def query(self) -> list[tuple[str, str]]:
@@ -71,6 +73,7 @@ class Filters:
 
 
 def today() -> date:
+    """Today in the service's time zone."""
     return datetime.now(TZ).date()
 
 
@@ -261,6 +264,7 @@ QUERIES = _build()
 
 
 async def categories(conn) -> list[tuple]:
+    """Every incident category: code and name."""
     return [tuple(r) for r in await QUERIES["categories"].fetch(conn)]
 
 
@@ -271,7 +275,7 @@ async def gather(conn, caller: Caller, code: str, category: list[str] | None = N
     area = orjson.loads(await areas.get(conn, caller, code, geometry=False))  # 403/404 first
     cats = await categories(conn)
     filters = parse_filters([c[0] for c in cats], category, status, start, end)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     trend_start = filters.end - timedelta(weeks=TREND_WEEKS) + timedelta(days=1)
     trend_start -= timedelta(days=trend_start.weekday())  # whole weeks, Monday first
     months = filters.end.year * 12 + filters.end.month - 1 - (SLA_MONTHS - 1)

@@ -6,20 +6,32 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, Integer, String, and_, bindparam, case, func, null, or_, select, text,
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from geo.areas import hierarchy as areas
-
-from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import Forbidden, IllegalTransition, InvalidInput, NotFound
+from geo.incidents import workflow
+from geo.incidents.timelimits import TZ, due_at
 from geo.models import Department, Incident, IncidentCategory, IncidentEvent, Responder
 from geo.sql import Query, one_of
-from geo.incidents.timelimits import TZ, due_at
 
 DUPLICATE_RADIUS_M = 50
 DUPLICATE_WINDOW = timedelta(hours=24)
@@ -28,6 +40,7 @@ SOURCES = ("resident_app", "hotline", "grid_worker", "patrol", "open311", "impor
 
 @dataclass
 class NewIncident:
+    """A report to file, its point already in WGS84."""
     category: str
     lon: float  # WGS84, already converted
     lat: float
@@ -47,7 +60,8 @@ _CATEGORY = Query(
            IncidentCategory.time_limit_unit, IncidentCategory.clock)
     .where(IncidentCategory.code == bindparam("code", type_=String), IncidentCategory.active.is_(True))
 )
-_CATEGORY_CODES = Query(select(IncidentCategory.code).where(IncidentCategory.active.is_(True)).order_by(IncidentCategory.code))
+_CATEGORY_CODES = Query(select(IncidentCategory.code).where(IncidentCategory.active.is_(True))
+                        .order_by(IncidentCategory.code))
 _BY_KEY = Query(
     select(Incident.id).where(Incident.reporter_id == bindparam("reporter", type_=Integer),
                               Incident.idempotency_key == bindparam("key", type_=String))
@@ -209,6 +223,7 @@ async def get(conn, caller: Caller, incident_id: int, scoped: bool = True) -> st
 
 @dataclass
 class Filters:
+    """Which incidents a list shows."""
     bbox: tuple[float, float, float, float] | None = None
     area: str | None = None
     grid: str | None = None
@@ -244,8 +259,10 @@ def _list_statement():
                       i.category_code == func.any(bindparam("categories", type_=ARRAY(String)))),
             _optional("overdue", Boolean, is_overdue == bindparam("overdue", type_=Boolean)),
             _optional("assignee", Integer, i.assignee_id == bindparam("assignee", type_=Integer)),
-            _optional("since", DateTime(timezone=True), i.reported_at >= bindparam("since", type_=DateTime(timezone=True))),
-            _optional("until", DateTime(timezone=True), i.reported_at < bindparam("until", type_=DateTime(timezone=True))),
+            _optional("since", DateTime(timezone=True),
+                      i.reported_at >= bindparam("since", type_=DateTime(timezone=True))),
+            _optional("until", DateTime(timezone=True),
+                      i.reported_at < bindparam("until", type_=DateTime(timezone=True))),
             # keyset: newest first, then by id
             _optional("cursor_id", Integer, func.row(i.reported_at, i.id) < func.row(cursor_at, cursor_id)),
         )
@@ -258,10 +275,12 @@ _LIST = Query(_list_statement())
 
 
 def encode_cursor(reported_at: datetime, incident_id: int) -> str:
+    """The keyset cursor after an incident."""
     return base64.urlsafe_b64encode(f"{reported_at.isoformat()}|{incident_id}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The incident a cursor points after (400 for a cursor this service did not write)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, incident_id = raw.split("|")
@@ -293,6 +312,7 @@ _RESPONDER_OF_USER = Query(select(Responder.id).where(Responder.user_id == bindp
 
 
 async def responder_of(conn, caller: Caller) -> int:
+    """The responder linked to the caller's user (404 if none)."""
     responder_id = await _RESPONDER_OF_USER.fetchval(conn, user=caller.id)
     if responder_id is None:
         raise NotFound("Your user is not linked to a responder, so it has no incidents of its own.", field=None)

@@ -31,10 +31,10 @@ from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
 from geo.errors import Forbidden, InvalidInput, NotFound
-from geo.models import Area, Department, GridVersion, Incident, Responder
-from geo.sql import Query, one_of
 from geo.incidents.timelimits import TZ
 from geo.incidents.workflow import PENDING
+from geo.models import Area, Department, GridVersion, Incident, Responder
+from geo.sql import Query, one_of
 
 DEFAULT_WINDOW = timedelta(days=30)
 READERS = ("supervisor", "dispatcher", "planner")  # and admin

@@ -32,6 +32,7 @@ STAFF_ROLES = ("supervisor", "dispatcher")
 
 
 def allowed_actions(status: str) -> list[str]:
+    """The actions allowed from a status."""
     return [action for action, (sources, _) in ACTIONS.items() if status in sources]
 
 

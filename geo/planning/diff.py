@@ -3,11 +3,10 @@
 import orjson
 from sqlalchemy import Connection, text
 
-from geo.planning import plans
-
-from geo.incidents import workflow
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
+from geo.incidents import workflow
+from geo.planning import plans
 
 # Symmetric differences below this (geodesic m²) are re-noding noise, not land that changed hands.
 TOLERANCE_M2 = 0.01
@@ -147,6 +146,7 @@ ORDER BY w.id""")
 
 
 def active_version(conn: Connection) -> int | None:
+    """The id of the active grid version, or None."""
     return conn.execute(text("SELECT id FROM grid_versions WHERE status = 'active'")).scalar()
 
 
@@ -157,7 +157,8 @@ def resolve(conn: Connection, against: str | int) -> int | None:
     try:
         version = int(against)
     except (TypeError, ValueError):
-        raise InvalidInput(f"against must be 'active' or a grid version id, not {against!r}.", field="against")
+        raise InvalidInput(f"against must be 'active' or a grid version id, not {against!r}.",
+                           field="against") from None
     if conn.execute(text("SELECT 1 FROM grid_versions WHERE id = :id"), {"id": version}).first() is None:
         raise NotFound(f"No grid version {version} to compare with; list versions with GET /plans.", field="against")
     return version

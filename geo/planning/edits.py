@@ -16,13 +16,11 @@ from shapely.ops import split as split_by_line
 from sqlalchemy import Connection, text
 
 from geo import crs as crs_
-
 from geo.areas import codes as grid_codes
-
-from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Forbidden, InvalidInput, NotFound
 from geo.models import GRID_KINDS
+from geo.planning import plans
 
 OUTSIDE_TOLERANCE_M2 = 1.0  # a hand-drawn boundary may stray this far past its community's edge
 MIN_PART_M2 = 1.0  # a split must not leave crumbs smaller than this
@@ -117,7 +115,8 @@ def split(conn: Connection, caller: Caller, plan_id: int, code: str, line: dict,
     community = _community(conn, code)
     codes = grid_codes.new_codes(community.code, plans.taken_codes(conn, community.code), others)
     _update(conn, plan_id, {code: keep_geom})
-    _insert(conn, plan_id, community, [{"code": c, "kind": grid.kind, "geom": g} for c, g in zip(codes, others)])
+    _insert(conn, plan_id, community,
+            [{"code": c, "kind": grid.kind, "geom": g} for c, g in zip(codes, others, strict=False)])
     return _Change([code, *sorted(codes)], region=grid.geom)
 
 

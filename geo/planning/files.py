@@ -16,9 +16,9 @@ import shapely
 from sqlalchemy import Connection, text
 
 from geo import crs as crs_
-from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import InvalidInput
+from geo.planning import plans
 
 FORMATS = ("gpkg", "shp", "geojson", "parquet")
 ACCEPTED = ("GeoPackage (.gpkg), a zipped Shapefile (.zip holding .shp, .shx, .dbf and .prj), GeoJSON (.geojson) "
@@ -56,6 +56,7 @@ class BadFeatures(InvalidInput):
     code = "invalid_features"
 
     def __init__(self, features: list[dict], total: int):
+        """Keep the rejected features and say which, up to the report's limit."""
         self.features = features
         shown = "; ".join(f"{f['id']}: {f['reason']}" for f in features[:REPORT_LIMIT])
         more = f"; … and {len(features) - REPORT_LIMIT} more (see `features`)" if len(features) > REPORT_LIMIT else ""
@@ -288,7 +289,7 @@ def _check(conn: Connection, caller: Caller, frame: gpd.GeoDataFrame) -> tuple[p
     for code, index in repeated.items():
         if len(index) > 1:
             numbers = frame.loc[index, "feature"].tolist()
-            for i, number in zip(frame.index.get_indexer(index), numbers):
+            for i, number in zip(frame.index.get_indexer(index), numbers, strict=False):
                 others = ", ".join(str(m) for m in numbers if m != number)
                 reasons[i].append(f"duplicate code {code} (also on feature {others})")
 
@@ -300,7 +301,8 @@ def _check(conn: Connection, caller: Caller, frame: gpd.GeoDataFrame) -> tuple[p
     numeric = workers.fillna("").str.fullmatch(r"\d{1,9}").to_numpy()
     ids = sorted({int(w) for w in workers[numeric]})
     known = set(conn.execute(text("SELECT id FROM responders WHERE id = ANY(:ids)"), {"ids": ids}).scalars())
-    unknown = workers.notna().to_numpy() & ~np.array([ok and int(w) in known for ok, w in zip(numeric, workers)])
+    unknown = workers.notna().to_numpy() & ~np.array([ok and int(w) in known
+                                                      for ok, w in zip(numeric, workers, strict=False)])
     flag(unknown, lambda i: f"unknown worker_id {workers.iloc[i]!r}: no responder has this id")
 
     problems = [{"feature": int(frame["feature"].iloc[i]), "id": frame["id"].iloc[i], "reason": "; ".join(r)}
@@ -361,7 +363,8 @@ def _unchanged(frame: gpd.GeoDataFrame, current: gpd.GeoDataFrame) -> set[str]:
     for column in ("name", "kind", "worker_id"):
         given = rows[column].to_numpy(dtype=object)
         before = old[column].astype(object).to_numpy()
-        land &= np.array([g is None or (not pd.isna(b) and g == b) for g, b in zip(given, before)], dtype=bool)
+        land &= np.array([g is None or (not pd.isna(b) and g == b) for g, b in zip(given, before, strict=False)],
+                         dtype=bool)
     same[known] = land
     everything = pd.Series(same).groupby(frame["community"].to_numpy()).all()
     in_file = frame.groupby("community").size()
@@ -380,6 +383,7 @@ def create_from_file(conn: Connection, caller: Caller, name: str, note: str | No
 
 @dataclass
 class Export:
+    """An exported plan file."""
     content: bytes
     media_type: str
     file_name: str

@@ -40,6 +40,7 @@ FROM areas WHERE version_id = :plan AND level = 'grid' AND code LIKE :scope || '
 
 @dataclass
 class PlanMapData:
+    """What the planner map's shell shows."""
     plan: dict  # geo.plans.get
     area: dict  # code, name, level
     outline: dict | None  # GeoJSON geometry

@@ -59,6 +59,7 @@ def list_(conn: Connection, caller: Caller) -> list[dict]:
 
 
 def get(conn: Connection, caller: Caller, plan_id: int) -> dict:
+    """A plan's summary (404 when there is none)."""
     caller.require_role(*READ_ROLES)
     row = conn.execute(text(_SUMMARY.format(where="WHERE v.id = :id")), {"id": plan_id}).first()
     if row is None:
@@ -131,6 +132,7 @@ def grids(conn: Connection, plan_id: int) -> gpd.GeoDataFrame:
 
 
 def audit(conn: Connection, caller: Caller, action: str, plan_id: int, detail: dict) -> None:
+    """Write a plan action to the audit log."""
     conn.execute(text("INSERT INTO audit_log (actor_id, action, target, detail) "
                       "VALUES (:actor, :action, :target, CAST(:detail AS jsonb))"),
                  {"actor": caller.id, "action": action, "target": f"grid_version:{plan_id}",
@@ -169,12 +171,12 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
         given = {c for c in codes if c}
         matched = grid_codes.match_codes(community_code, old[~old["code"].isin(given)],
                                          new.geometry.iloc[missing], taken_codes(conn, community_code) | given)
-        for i, code in zip(missing, matched):
+        for i, code in zip(missing, matched, strict=False):
             codes[i] = code
     kept = old.set_index("code")
     rows = []
     for i, code in enumerate(codes):
-        def value(column, default=None):
+        def value(column, default=None, i=i, code=code):
             given = new[column].iloc[i] if column in new else None
             if given is not None and not pd.isna(given):
                 return given
@@ -205,7 +207,7 @@ def _hand_over_workers(rows: list[dict], geoms, old: gpd.GeoDataFrame) -> None:
     free = old[old["worker_id"].notna() & ~old["worker_id"].isin(list(used))]
     orphans = [k for k, row in enumerate(rows) if row["worker_id"] is None]
     pairs = []
-    for geom, worker in zip(shapely.make_valid(free.geometry.values), free["worker_id"]):
+    for geom, worker in zip(shapely.make_valid(free.geometry.values), free["worker_id"], strict=False):
         for k in orphans:
             if geoms.iloc[k].intersects(geom):
                 pairs.append((geoms.iloc[k].intersection(geom).area, k, int(worker)))

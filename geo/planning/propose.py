@@ -122,7 +122,7 @@ def build_units(polygon, xy: np.ndarray, households: np.ndarray, roads=()) -> Un
             near = tree.query_nearest(shapely.points(xy[lost]), all_matches=False)[1]
             pi, fi = np.concatenate([pi, lost]), np.concatenate([fi, near])
         np.add.at(hh, fi, households[pi])
-        for p, f in zip(pi, fi):
+        for p, f in zip(pi, fi, strict=False):
             per_face[f].append(int(p))
     # rook adjacency: faces whose boundaries share a line, not just a point
     a, b = tree.query(faces, predicate="touches")
@@ -154,7 +154,7 @@ def _merge_empty(units: Units) -> Units:
 
     # empty faces first join a neighbour with households, then whatever empty neighbour is left
     for want_people in (True, False):
-        for x, y in zip(a[same], b[same]):
+        for x, y in zip(a[same], b[same], strict=False):
             for empty, other in ((x, y), (y, x)):
                 if units.households[empty] == 0 and parent[empty] == empty and root(other) != empty \
                         and (units.households[other] > 0) == want_people:
@@ -316,7 +316,7 @@ def _attach_orphans(units: Units, nodes: np.ndarray, groups: list[list[int]], ge
     if not len(rest):
         return geoms
     near = shapely.STRtree(geoms).query_nearest(units.faces[rest], all_matches=False)[1]
-    for face, part in zip(rest, near):
+    for face, part in zip(rest, near, strict=False):
         groups[part].append(int(face))
     return [_union(units.faces[g]) for g in groups]
 
@@ -433,7 +433,7 @@ def run(ctx, params: dict) -> dict:
             stored = dict(conn.execute(text("SELECT code, households FROM areas WHERE version_id = :v "
                                             "AND level = 'grid' AND code = ANY(:codes)"),
                                        {"v": plan_id, "codes": codes}).all())
-            for grid_code, members in zip(codes, draft.buildings):
+            for grid_code, members in zip(codes, draft.buildings, strict=False):
                 n = int(stored.get(grid_code) or 0)
                 grids.append({"code": grid_code, "community": code, "households": n,
                               "deviation": round(n / target - 1, 4)})

@@ -16,10 +16,10 @@ One transaction, in this order:
    for the table lock is capped (LOCK_TIMEOUT_S, then 409): reports queue behind a waiting publish, so it must
    not wait out a long bulk import.
 3. The active version is retired first, then the plan activated (the partial unique index allows one active).
-4. Every open incident (geo.incidents.workflow.OPEN, whatever version it was filed under) moves to the new version's grid
-   covering its point, by ``plan_diff.REASSIGNMENT`` — the same statement the diff previews. A change of grid
-   code or assignee is logged as a 'reassign' event; incidents outside every new grid get the nearest grid as
-   a suggestion. Closed incidents keep their grid and version: history is never rewritten.
+4. Every open incident (geo.incidents.workflow.OPEN, whatever version it was filed under) moves to the new
+   version's grid covering its point, by ``plan_diff.REASSIGNMENT`` — the same statement the diff previews. A
+   change of grid code or assignee is logged as a 'reassign' event; incidents outside every new grid get the
+   nearest grid as a suggestion. Closed incidents keep their grid and version: history is never rewritten.
 5. Grid workers whose home_grid_code is no longer one of their grids get their lowest-coded grid of the new
    version as home (it scopes what they see and marks same-grid dispatches); others keep theirs.
 6. The audit log gets 'plan.publish' with the counts and the diff summary.
@@ -29,11 +29,10 @@ from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from geo.planning import diff as plan_diff
-
-from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import Conflict, Forbidden
+from geo.planning import diff as plan_diff
+from geo.planning import plans
 
 LOCK_TIMEOUT_S = 5.0
 

@@ -22,9 +22,9 @@ shells unioned, holes cut), so one broken grid never hides the rest.
 import orjson
 from sqlalchemy import Connection, text
 
-from geo.planning import plans
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
+from geo.planning import plans
 
 TARGET = 300
 TOLERANCE = 0.15
@@ -237,6 +237,7 @@ def validate(conn: Connection, plan_id: int, caller: Caller | None = None, **par
 
 
 def summarize(features: list[dict]) -> dict:
+    """Counts of findings by severity and kind, and whether the plan passes (no errors, nothing fixable)."""
     count = {s: 0 for s in SEVERITY_ORDER}
     by_kind: dict[str, int] = {}
     for f in features:

@@ -8,6 +8,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-22
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,8 +20,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.drop_constraint("areas_geom_valid", "areas", type_="check")
-    op.create_check_constraint("areas_geom_valid", "areas",
-                               "NOT ST_IsEmpty(geom) AND (version_id IS NOT NULL OR ST_IsValid(geom))")
+    op.create_check_constraint(
+        "areas_geom_valid", "areas", "NOT ST_IsEmpty(geom) AND (version_id IS NOT NULL OR ST_IsValid(geom))"
+    )
     op.add_column("jobs", sa.Column("message", sa.Text()))
     op.add_column("jobs", sa.Column("started_at", sa.DateTime(timezone=True)))
 

@@ -9,6 +9,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-22
 """
+
 from alembic import op
 
 revision = "0007"
@@ -18,8 +19,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE responders ADD COLUMN position_3857 geometry(Point, 3857) "
-               "GENERATED ALWAYS AS (ST_Transform(position, 3857)) STORED")
+    op.execute(
+        "ALTER TABLE responders ADD COLUMN position_3857 geometry(Point, 3857) "
+        "GENERATED ALWAYS AS (ST_Transform(position, 3857)) STORED"
+    )
     op.execute("CREATE INDEX responders_position_3857_gist ON responders USING gist (position_3857)")
     op.execute("ANALYZE responders")
 

@@ -7,6 +7,7 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-07
 """
+
 from alembic import op
 
 revision = "0008"
@@ -16,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE TABLE demo_loads (name text PRIMARY KEY, as_of timestamptz NOT NULL, seed integer NOT NULL, "
-               "loaded_at timestamptz NOT NULL DEFAULT now())")
+    op.execute(
+        "CREATE TABLE demo_loads (name text PRIMARY KEY, as_of timestamptz NOT NULL, seed integer NOT NULL, "
+        "loaded_at timestamptz NOT NULL DEFAULT now())"
+    )
 
 
 def downgrade() -> None:
