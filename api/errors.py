@@ -69,7 +69,7 @@ def _status_for(exc: errors.DomainError) -> int:
 
 def domain_response(exc: errors.DomainError) -> JSONResponse:
     """The reply to a domain error: its status from STATUS, the one body shape."""
-    extra = {}
+    extra: dict[str, Any] = {}
     if isinstance(exc, errors.OutsideEveryGrid):
         extra = {"nearest_grid": exc.nearest_code, "distance_m": exc.distance_m}
     elif isinstance(exc, errors.IllegalTransition):
@@ -78,7 +78,8 @@ def domain_response(exc: errors.DomainError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.field, **extra), _status_for(exc), headers=headers)
 
 
-async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)  # registered for DomainError only
     return domain_response(exc)
 
 
@@ -92,11 +93,13 @@ def validation_response(problems: Sequence[Any]) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", message, field), 422)
 
 
-async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for RequestValidationError only
     return validation_response(exc.errors())
 
 
-async def _http(request: Request, exc: StarletteHTTPException):
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for HTTPException only
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
 

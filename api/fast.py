@@ -11,17 +11,19 @@ Anything else (other parameters, repeated ones, a token in the URL, dependency o
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
 from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import cached_caller
 from api.errors import domain_response, validation_response
-from api.params import GridAtQuery, NearestQuery
+from api.params import GridAtQuery, NearestQuery, PointQuery
 from api.routes.areas import grid_at_reply
 from api.routes.dispatch import nearest_reply
 from api.settings import Settings
@@ -39,8 +41,10 @@ async def _grid_at(conn, caller, settings: Settings, params: GridAtQuery) -> byt
     return await grid_at_reply(conn, caller, params)
 
 
+Reply = Callable[[asyncpg.Connection, Any, Settings, Any], Awaitable[bytes]]
 # path -> (the route's query model, its reply function)
-ROUTES = {"/dispatch/nearest": (NearestQuery, _nearest), "/grids/at": (GridAtQuery, _grid_at)}
+ROUTES: dict[str, tuple[type[PointQuery], Reply]] = {
+    "/dispatch/nearest": (NearestQuery, _nearest), "/grids/at": (GridAtQuery, _grid_at)}
 _NAMES = {path: frozenset(model.model_fields) for path, (model, _) in ROUTES.items()}
 
 
@@ -82,7 +86,7 @@ def bearer_token(headers) -> str | None:
     return None
 
 
-async def answer(scope: Scope, model: type[BaseModel], reply) -> Response | None:
+async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Response | None:
     """The route's response for this request, or None when the route must answer it itself."""
     raw = query_params(scope["query_string"], _NAMES[scope["path"]])
     pool: Connections = scope["app"].state.fast_connections

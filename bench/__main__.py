@@ -38,7 +38,8 @@ BENCHMARKS = [load_time.demo_load, grids_at.grids_at, incidents_post.incidents_p
 def server_facts(ctx: Bench) -> dict:
     with ctx.engine.connect() as conn:
         pg = conn.execute(text("SHOW server_version")).scalar()
-        postgis = conn.execute(text("SELECT postgis_lib_version() || ' (GEOS ' || postgis_geos_version() || ')'")).scalar()
+        postgis = conn.execute(
+            text("SELECT postgis_lib_version() || ' (GEOS ' || postgis_geos_version() || ')'")).scalar()
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
     return {"PostgreSQL": pg, "PostGIS": postgis, "wrk": wrk[0] if wrk else "?"}
 

@@ -136,7 +136,7 @@ def hotspots(ctx: Bench) -> Result:
     rows_out, notes, failures = [], [], []
     with psycopg.connect(ctx.url, autocommit=True) as conn, _client(ctx) as client:
         for by in ("h3", "grid"):
-            def sql_only():
+            def sql_only(by=by):
                 incidents = conn.execute(_pg(hs.INCIDENTS_SQL), _args(DISTRICT, "", t0, t1, None)).fetchall()
                 if by == "h3":
                     extra = conn.execute(_pg(hs.AREA_GEOJSON_SQL), _args(area_id)).fetchone()[0]
@@ -150,7 +150,7 @@ def hotspots(ctx: Bench) -> Result:
             lat = np.array([r[1] for r in incidents], dtype=float)
             times = [r[3] for r in incidents]
 
-            def compute():
+            def compute(by=by, extra=extra, lon=lon, lat=lat, times=times, incidents=incidents):
                 if by == "h3":
                     ids, cell_of, neighbours, _ = hs.h3_cells(extra, lon, lat, p["resolution"])
                     keep_times = times
@@ -170,7 +170,8 @@ def hotspots(ctx: Bench) -> Result:
 
             gi_s, gi_times, result = _median_time(compute, reps=3)
             params = {"area": DISTRICT, "from": start, "to": end, "by": by, **p}
-            http_s, http_times, body = _median_time(lambda: _get(client, "/analysis/hotspots", params), reps=3)
+            http_s, http_times, body = _median_time(lambda params=params: _get(client, "/analysis/hotspots", params),
+                                                  reps=3)
 
             hot = int((result["significant"] & (result["z"] > 0)).sum())
             rows_out += [
@@ -183,7 +184,8 @@ def hotspots(ctx: Bench) -> Result:
                 f"{'&resolution=8' if by == 'h3' else ''}&windows=4&alpha=0.05&permutations=99, median of 3 after a "
                 f"warm-up (runs {_fmt(http_times)} s): {body['incidents']:,} incidents in {body['cells']:,} cells, "
                 f"{body['hot_cells']} hot, {body['cold_cells']} cold, {body['persistent_cells']} persistent. Raw: "
-                f"geo.hotspots' statements over psycopg (incident rows{', area GeoJSON' if by == 'h3' else ', grids, grid adjacency'}"
+                f"geo.hotspots' statements over psycopg (incident rows"
+                f"{', area GeoJSON' if by == 'h3' else ', grids, grid adjacency'}"
                 f"), median of {REPS} (runs {_fmt(sql_times)} s). Split: SQL {sql_s:.2f} s + "
                 f"{'h3_cells + ' if by == 'h3' else ''}analyse() {gi_s:.2f} s in-process (Gi* with 99 "
                 f"permutations over the year + 4 analytical window runs, BH) ≈ {sql_s + gi_s:.2f} s; the rest is "

@@ -102,7 +102,8 @@ def spot_check(ctx: Bench, client: httpx.Client) -> list[str]:
                 "FROM responders WHERE status = 'available' AND position IS NOT NULL "
                 "AND position_at >= now() - make_interval(secs => %s) ORDER BY d, id LIMIT 5",
                 (lon, lat, MAX_AGE_S)).fetchall()
-            if [g[0] for g in got] != [e[0] for e in exact] or any(abs(g[1] - e[1]) > 0.01 for g, e in zip(got, exact, strict=False)):
+            if [g[0] for g in got] != [e[0] for e in exact] \
+                    or any(abs(g[1] - e[1]) > 0.01 for g, e in zip(got, exact, strict=False)):
                 problems.append(f"({lon!r}, {lat!r}): HTTP {got} vs exact {[(e[0], round(e[1], 2)) for e in exact]}")
     return problems
 
@@ -127,8 +128,9 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
                       timeout=30) as client:
         problems = spot_check(ctx, client)  # also warms both workers
     with floor.serve(ctx.url) as url:  # the bare KNN behind a bare ASGI app: the most any HTTP path keeps here
-        at = lambda seconds, server=ctx.server: SimpleNamespace(seconds=seconds, server=server, url=ctx.url,
-                                                               points=ctx.points)
+        def at(seconds, server=ctx.server):
+            return SimpleNamespace(seconds=seconds, server=server, url=ctx.url, points=ctx.points)
+
         # The three throughputs compared with each other, in alternating rounds (the machine's speed drifts).
         runs = interleaved({"bare": lambda s: pgbench(at(s), "dispatch_nearest_bare", bare_sql()),
                             "http": lambda s: wrk(at(s), "requests.lua", data),
@@ -148,9 +150,10 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
         f"/dispatch/nearest: {total:,} responders ({total - 1566:,} synthetic patrols from ST_GeneratePoints over "
         f"the district, all available with fresh positions); wrk -t{THREADS} -c{CLIENTS} -d{int(ctx.seconds)}s "
         f"over {len(points):,} sample points, mode=straight, k=5; {http['requests']:,.0f} requests, "
-        f"{http['non2xx']:.0f} non-2xx; the bare KNN, this and the floor ran in {len(http['rounds'])} alternating rounds "
-        f"of {int(ctx.seconds) // len(http['rounds'])} s (req/s per round: bare {bare['rounds']}, service {http['rounds']}, "
-        f"floor {bottom['rounds']}); latency percentiles are the worst round's. The service ranks by exact geodesic metres (KNN candidates, checked "
+        f"{http['non2xx']:.0f} non-2xx; the bare KNN, this and the floor ran in {len(http['rounds'])} alternating "
+        f"rounds of {int(ctx.seconds) // len(http['rounds'])} s (req/s per round: bare {bare['rounds']}, "
+        f"service {http['rounds']}, floor {bottom['rounds']}); latency percentiles are the worst round's. "
+        "The service ranks by exact geodesic metres (KNN candidates, checked "
         "against the planar reach of the scan, else the two-pass ST_DWithin search), adds ETA, "
         "position age, stale flag and same_grid.",
         f"Raw 'same SQL': pgbench -M prepared running geo.dispatch.CANDIDATES_SQL with literal parameters "
@@ -187,7 +190,9 @@ def _batches(ctx: Bench) -> list[list[dict]]:
 
 def _raw_ingest(ctx: Bench, batches: list[list[dict]]) -> tuple[float, int]:
     """The service's lock + set-based INSERT/UPDATE straight over psycopg, 4 connections, same duration."""
-    to_psycopg = lambda sql: re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+    def to_psycopg(sql: str) -> str:
+        return re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+
     lock, ingest = to_psycopg(responders.LOCK_MANY_SQL), to_psycopg(responders.INGEST_SQL)
     stop, counts = time.perf_counter() + ctx.seconds, []
     lock_counter = threading.Lock()

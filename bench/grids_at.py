@@ -67,7 +67,8 @@ def grids_at(ctx: Bench) -> Result:
     rows = [
         Row("/grids/at throughput, vs the same SQL (req/s)", http["rps"], full["rps"], "req/s"),
         Row("/grids/at throughput, vs the bare ST_Covers lookup (req/s)", http["rps"], bare["rps"], "req/s"),
-        *[Row(f"/grids/at latency p{p}, vs the same SQL (ms)", http[f"p{p}"], full[f"p{p}"], "ms") for p in (50, 95, 99)],
+        *[Row(f"/grids/at latency p{p}, vs the same SQL (ms)", http[f"p{p}"], full[f"p{p}"], "ms")
+          for p in (50, 95, 99)],
         Row("bare ST_Covers lookup latency p50 (ms)", None, bare["p50"], "ms"),
     ]
     checked = min(SPOT_CHECKS, len(points))

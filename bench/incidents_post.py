@@ -31,7 +31,8 @@ def incidents_post(ctx: Bench) -> Result:
     with ctx.engine.connect() as conn:
         before = conn.execute(text("SELECT count(*) FROM incidents")).scalar()
     raw = pgbench(ctx, "incidents_post_raw", raw_sql(ctx.active_version()))
-    bodies = [json.dumps({"category": CATEGORY, "description": "bench", "lon": lon, "lat": lat}) for _, lon, lat in points]
+    bodies = [json.dumps({"category": CATEGORY, "description": "bench", "lon": lon, "lat": lat})
+              for _, lon, lat in points]
     http = wrk(ctx, "requests.lua", write_requests("incidents_post", ctx.bench_token(),
                                                    [("POST", "/incidents", body) for body in bodies]))
     with ctx.engine.connect() as conn:

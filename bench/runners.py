@@ -92,7 +92,8 @@ def interleaved(runs: dict, seconds: float, rounds: int = 4) -> dict[str, dict]:
     for name, results in parts.items():
         requests = sum(r["requests"] for r in results)
         merged[name] = {**{k: max(r[k] for r in results) for k in results[0] if k.startswith("p")},
-                        **{k: sum(r[k] for r in results) for k in ("failed", "non2xx", "socket_errors") if k in results[0]},
+                        **{k: sum(r[k] for r in results)
+                           for k in ("failed", "non2xx", "socket_errors") if k in results[0]},
                         "requests": requests, "rps": requests / sum(r["requests"] / r["rps"] for r in results),
                         "rounds": [round(r["rps"]) for r in results]}
     return merged

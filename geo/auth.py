@@ -17,7 +17,7 @@ TOKEN_PREFIX = "wg_"
 class Caller:
     """The authenticated user, as every service function sees it."""
 
-    id: int
+    id: int | None  # None: the command line's operator, who is no user of the service
     name: str
     role: str
     area_code: str | None  # None: the whole system

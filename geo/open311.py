@@ -141,7 +141,10 @@ def _requests_statement():
         street.name, district.name), "")
     scope = func.coalesce(i.grid_code, i.suggested_grid_code, "").startswith(
         bindparam("scope", type_=String), autoescape=False)
-    stable = lambda area, n: and_(area.code == func.left(i.grid_code, n), area.version_id.is_(None))  # noqa: E731
+
+    def stable(area, n):
+        return and_(area.code == func.left(i.grid_code, n), area.version_id.is_(None))
+
     when = DateTime(timezone=True)
     return (
         select(
@@ -230,9 +233,9 @@ class RequestFilters:
 
 def window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """The spec's date range: the most recent 90 days by default, never more than 90 days."""
-    if start is None and end is None:
-        return now - MAX_SPAN, now
     if start is None:
+        if end is None:
+            return now - MAX_SPAN, now
         return end - MAX_SPAN, end
     if end is None:
         return start, start + MAX_SPAN

@@ -1,6 +1,6 @@
 """SQLAlchemy Core statements compiled once for asyncpg: positional $n parameters, prepared and cached."""
 
-from sqlalchemy import String, func, literal
+from sqlalchemy import ColumnElement, String, func, literal
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
@@ -34,6 +34,6 @@ class Query:
         return await conn.fetch(self.sql, *self.args(params))
 
 
-def one_of(column, values) -> object:
+def one_of(column, values) -> ColumnElement[bool]:
     """`column = ANY(array)`: unlike IN (...), it compiles to one parameter, so Query can prepare it."""
     return column == func.any(literal(list(values), ARRAY(String)))

@@ -7,6 +7,7 @@ import shapely
 from branca.colormap import LinearColormap
 
 from maps import offline
+from maps.html import Raw, esc, header
 
 LEVEL_STYLE = {  # outline colour and weight per level, coarse to fine
     "district": ("#222222", 4),
@@ -30,7 +31,7 @@ def build(areas: gpd.GeoDataFrame, title: str) -> folium.Map:
     """A folium map of `areas` (any mix of levels)."""
     minx, miny, maxx, maxy = areas.total_bounds
     fmap = offline.new_map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=13)
-    fmap.get_root().header.add_child(folium.Element(f"<title>{title}</title>"))
+    header(fmap).add_child(Raw(f"<title>{esc(title)}</title>"))
     grids = areas[areas["level"] == "grid"]
     if len(grids):
         low, high = int(grids["households"].min()), int(grids["households"].max())

@@ -4,7 +4,7 @@ import html
 import json
 
 import folium
-from branca.element import Element
+from branca.element import Element, Figure
 from folium.template import Template
 
 FONT = "'WenQuanYi Zen Hei', 'Noto Sans CJK SC', 'PingFang SC', 'Microsoft YaHei', sans-serif"
@@ -33,11 +33,18 @@ class Raw(Element):
         self.raw = raw
 
 
+def header(fmap: folium.Map) -> Element:
+    """The <head> of the page a map renders into."""
+    root = fmap.get_root()
+    assert isinstance(root, Figure)  # a folium.Map's root is its page
+    return root.header
+
+
 def add_head(fmap: folium.Map, title: str, css: str, config: dict, script: str = "",
              scripts: tuple[str, ...] = (PAGE_SCRIPT,)) -> None:
     """The page's title, its CSS (FONT filled in), the shared scripts and `var WG = config` with the page's
     own inline functions: how every map page starts."""
-    head = fmap.get_root().header
+    head = header(fmap)
     head.add_child(Raw(f"<title>{esc(title)}</title>"))
     head.add_child(Raw(css.replace("FONT", FONT)))
     sources = "".join(f'<script src="{src}"></script>\n' for src in scripts)

@@ -126,7 +126,10 @@ def weekly_svg(weekly: list[tuple], start: date, end: date, status_label: str,
     pw, ph = w - left - right, h - top - bottom
     ymax = max(_nice(max(total) if total else 1), 1)
     bw = pw / weeks
-    y = lambda v: top + ph - ph * v / ymax  # noqa: E731
+
+    def y(v):
+        return top + ph - ph * v / ymax
+
     out = [_svg_open(w, h, "每周上报事件数 weekly incidents")]
     out.append('<text x="0" y="11" class="t">每周上报 Reports per week</text>')
     if status_label != "全部":
@@ -173,8 +176,13 @@ def sla_svg(monthly: list[tuple], end: date, months: int = 12, w: int = 340, h: 
     lo = max(0.0, min(0.95, math.floor(low * 100 - 1) / 100))
     left, right, top, bottom = 34, 8, 22, 16
     pw, ph = w - left - right, h - top - bottom
-    x = lambda i: left + pw * (i + 0.5) / months  # noqa: E731
-    y = lambda r: top + ph - ph * (r - lo) / (1 - lo)  # noqa: E731
+
+    def x(i):
+        return left + pw * (i + 0.5) / months
+
+    def y(r):
+        return top + ph - ph * (r - lo) / (1 - lo)
+
     out = [_svg_open(w, h, "按时处置率 on-time handling rate per month")]
     out.append('<text x="0" y="11" class="t">按时处置率 On-time rate</text>')
     out.append(f'<line x1="{w - 128}" x2="{w - 116}" y1="8" y2="8" stroke="#1f4e9e" stroke-width="2"/>'
@@ -563,7 +571,7 @@ def build(data: MapData, token: str | None = None) -> folium.Map:
     )
     grids.add_to(fmap)
 
-    if outline is not None:
+    if outline is not None and data.outline:
         folium.GeoJson(orjson.loads(data.outline), control=False, interactive=False,
                        style=JsCode("function () { return {color: '#111', weight: 3.5, fill: false}; }")).add_to(fmap)
 

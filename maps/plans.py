@@ -12,8 +12,8 @@ import math
 import folium
 import orjson
 import shapely
-from branca.colormap import linear
 from branca.element import MacroElement
+from branca.utilities import color_brewer
 from folium.plugins import Draw
 from folium.template import Template
 
@@ -24,7 +24,7 @@ from maps.html import PAGE_SCRIPT, add_head, esc
 LEVEL_NAMES = {"district": "区", "street": "街道", "community": "社区"}
 # Diverging classes of deviation = households / target − 1, in multiples of the tolerance: blues below the
 # target, reds above, near-white inside the tolerance band (ColorBrewer RdBu, reversed so "too many" is red).
-DEVIATION_COLOURS = list(reversed([linear.RdBu_07.rgb_hex_str(x) for x in linear.RdBu_07.index]))
+DEVIATION_COLOURS = list(reversed(color_brewer("RdBu", 7)))
 SEVERITY_COLOURS = {"error": "#d7191c", "warning": "#f28e2b", "fixable": "#7b3294"}
 DIFF_COLOURS = {"added": "#1a9850", "removed": "#404040", "changed": "#e66101"}
 KIND_LABELS = {"invalid_geometry": "无效几何", "overlap": "重叠", "gap": "缝隙", "outside_community": "越出社区",
@@ -35,7 +35,7 @@ KIND_LABELS = {"invalid_geometry": "无效几何", "overlap": "重叠", "gap": "
 def deviation_classes(tolerance: float) -> list[dict]:
     """Seven classes of deviation, bounded at ±1, ±2 and ±3 tolerances: [{lo, hi, colour, label}]."""
     edges = [-math.inf, -3 * tolerance, -2 * tolerance, -tolerance, tolerance, 2 * tolerance, 3 * tolerance, math.inf]
-    out = []
+    out: list[dict] = []
     for lo, hi, colour in zip(edges, edges[1:], DEVIATION_COLOURS, strict=False):
         if math.isinf(lo):
             label = f"< {hi:+.0%}"

@@ -68,7 +68,10 @@ def test_hand_made_gap_and_overlap_match_shapely(database_url, demo):
             await conn.close()
 
     reply = asyncio.run(main())
-    to_utm = lambda g: gpd.GeoSeries([g], crs=4326).to_crs(UTM).iloc[0]  # noqa: E731
+
+    def to_utm(g):
+        return gpd.GeoSeries([g], crs=4326).to_crs(UTM).iloc[0]
+
     union = shapely.union_all(cells)
     gap, overlap = to_utm(district.difference(union)), to_utm(cells[0].intersection(cells[1]))
     assert reply["gap_count"] == 1 and reply["overlap_count"] == 1 and reply["overlapping_pairs"] == 1
@@ -123,7 +126,8 @@ def nearest(engine):
     with engine.connect() as conn:
         buildings = gpd.read_postgis(text("SELECT id, households, geom FROM buildings"), conn, geom_col="geom")
         responders = gpd.read_postgis(text("SELECT id AS rid, position AS geom FROM responders "
-                                           "WHERE status = 'available' AND position IS NOT NULL"), conn, geom_col="geom")
+                                           "WHERE status = 'available' AND position IS NOT NULL"),
+                                      conn, geom_col="geom")
     joined = gpd.sjoin_nearest(buildings.to_crs(UTM), responders.to_crs(UTM), distance_col="d")
     return joined.drop_duplicates("id").set_index("id")
 
@@ -224,7 +228,8 @@ def test_grid_hotspots_match_an_independent_gi_star(client, admin_headers, engin
     with engine.connect() as conn:
         counts = pd.read_sql(text(
             "SELECT grid_code, count(*) AS n FROM incidents WHERE grid_code LIKE '110102003%' "
-            "AND status NOT IN ('void', 'rejected') AND reported_at >= CAST(:f AS timestamp) AT TIME ZONE 'Asia/Shanghai' "
+            "AND status NOT IN ('void', 'rejected') "
+            "AND reported_at >= CAST(:f AS timestamp) AT TIME ZONE 'Asia/Shanghai' "
             "AND reported_at < CAST(:t AS timestamp) AT TIME ZONE 'Asia/Shanghai' GROUP BY 1"),
             conn, params={"f": YEAR["from"], "t": YEAR["to"]}).set_index("grid_code").n
     x = street.code.map(counts).fillna(0).to_numpy(float)
@@ -237,7 +242,8 @@ def test_grid_hotspots_match_an_independent_gi_star(client, admin_headers, engin
     significant = bh_reference(2 * stats.norm.sf(np.abs(z)), 0.05)
     assert reply["cells"] == len(street) and reply["incidents"] == x.sum()
     by_code = {f["id"]: f["properties"] for f in reply["features"]["features"]}
-    assert {c for c, s in zip(street.code, significant, strict=False) if s} == {c for c, p in by_code.items() if p["significant"]}
+    assert {c for c, s in zip(street.code, significant, strict=True) if s} \
+        == {c for c, p in by_code.items() if p["significant"]}
     for code, props in by_code.items():
         i = street.index[street.code == code][0]
         assert props["z"] == pytest.approx(z[i], abs=1e-3) and props["count"] == x[i]

@@ -41,7 +41,8 @@ def _insert(engine, rows):
 @pytest.fixture(scope="module", autouse=True)
 def cleanup(engine, demo):
     with engine.connect() as conn:
-        before = dict(conn.execute(text("SELECT id, status FROM responders WHERE NOT name LIKE :t"), {"t": TAG + "%"}).all())
+        before = dict(conn.execute(text("SELECT id, status FROM responders WHERE NOT name LIKE :t"),
+                                   {"t": TAG + "%"}).all())
     yield
     with engine.begin() as conn:
         conn.execute(text("UPDATE incidents SET assignee_id = NULL WHERE assignee_id IN "
@@ -144,7 +145,10 @@ def test_max_distance_role_and_status_filters(client, admin_headers, engine):
                            ("d300", "department_crew", "available", *_offset(lon, lat, 100, 300), 0, None),
                            ("d900", "patrol", "available", *_offset(lon, lat, 200, 900), 0, None),
                            ("busy", "patrol", "busy", *_offset(lon, lat, 300, 50), 0, None)])
-    near = lambda **p: [f["id"] for f in _nearest(client, admin_headers, lon=lon, lat=lat, **p)["features"]]
+
+    def near(**p):
+        return [f["id"] for f in _nearest(client, admin_headers, lon=lon, lat=lat, **p)["features"]]
+
     assert near(k=10, max_distance=500) == ids[:2]
     assert near(k=10, max_distance=299.9) == ids[:1]
     assert near(k=10, max_distance=2000, role="patrol") == [ids[0], ids[2]]
@@ -368,7 +372,8 @@ def test_responder_crud(client, admin_headers, grids):
     assert body["properties"]["status"] == "available" and body["properties"]["home_grid_code"] == grid
     changed = client.patch(f"/responders/{body['id']}", headers=admin_headers,
                            json={"status": "off_duty", "phone": "13900000000"}).json()["properties"]
-    assert changed["status"] == "off_duty" and changed["phone"] == "13900000000" and changed["role"] == "department_crew"
+    assert changed["status"] == "off_duty" and changed["phone"] == "13900000000" \
+        and changed["role"] == "department_crew"
     bad = client.patch(f"/responders/{body['id']}", headers=admin_headers, json={"home_grid_code": "110102999999999"})
     assert bad.status_code == 400 and "No active grid" in bad.json()["error"]["message"]
     listed = client.get("/responders", params={"role": "department_crew", "area": grid}, headers=admin_headers).json()
@@ -392,7 +397,10 @@ def test_ping_ingest_keeps_the_newest_position_and_the_whole_track(client, admin
 
     a, b, c = pingers
     now = datetime.now(UTC)
-    at = lambda minutes: (now - timedelta(minutes=minutes)).isoformat()
+
+    def at(minutes):
+        return (now - timedelta(minutes=minutes)).isoformat()
+
     pings = [{"responder_id": a, "lon": 116.36, "lat": 39.91, "at": at(10)},
              {"responder_id": a, "lon": 116.37, "lat": 39.92, "at": at(1), "accuracy_m": 5, "source": "gps"},
              {"responder_id": a, "lon": 116.35, "lat": 39.90, "at": at(5)},
@@ -401,7 +409,8 @@ def test_ping_ingest_keeps_the_newest_position_and_the_whole_track(client, admin
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 4, "written": 4, "positions_updated": 2, "responders": 2}
     x, y, when = _last(engine, a)
-    assert (x, y) == pytest.approx((116.37, 39.92)) and abs((when - (now - timedelta(minutes=1))).total_seconds()) < 1e-3
+    assert (x, y) == pytest.approx((116.37, 39.92)) \
+        and abs((when - (now - timedelta(minutes=1))).total_seconds()) < 1e-3
     # An older ping (wrapped form, BD-09) goes to the track but does not move the responder back.
     bx, by = wgs84_to_bd09(116.30, 39.95)
     old = client.post("/responders/positions", headers=admin_headers,
@@ -441,7 +450,8 @@ def test_future_pings_are_rejected_with_the_clock_skew(client, admin_headers, en
     response = client.post(f"/responders/{a}/position", headers=admin_headers,
                            json={"lon": 116.39, "lat": 39.90, "at": future})
     assert response.status_code == 400
-    assert "in the future" in response.json()["error"]["message"] and "clock skew" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert "in the future" in message and "clock skew" in message
     soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
     assert client.post(f"/responders/{a}/position", headers=admin_headers,
                        json={"lon": 116.39, "lat": 39.90, "at": soon}).status_code == 200

@@ -81,7 +81,8 @@ def test_dispatch_page_draws_point_grid_responders_lines_and_greys_stale_ones(li
     assert 'tr class="wg-stale"' in dom and TAG + "stale" in dom  # the side table greys it too
     assert "所在网格" in dom and "110102001001001" in dom
     assert 'class="wg-panel wg-legend leaflet-control"' in dom
-    for entry in ("网格 grid", "处置力量 responders (5)", "连线 distance · ETA", "定位过期 stale (1)", "事发地点 point"):
+    for entry in ("网格 grid", "处置力量 responders (5)", "连线 distance · ETA", "定位过期 stale (1)",
+                  "事发地点 point"):
         assert entry in dom  # layer control entries
     shot = _shot(url, "dispatch.png")
     assert shot.stat().st_size > 20_000

@@ -19,7 +19,8 @@ def test_grids_at_on_the_lean_path_is_the_route_byte_for_byte(client, admin_head
     rng = np.random.default_rng(21)
     minx, miny, maxx, maxy = boundary.bounds
     inside = outside = 0
-    for lon, lat in zip(rng.uniform(minx - 0.01, maxx + 0.01, 40), rng.uniform(miny - 0.01, maxy + 0.01, 40), strict=False):
+    for lon, lat in zip(rng.uniform(minx - 0.01, maxx + 0.01, 40), rng.uniform(miny - 0.01, maxy + 0.01, 40),
+                        strict=True):
         covered = bool(grids.geometry.covers(shapely.Point(lon, lat)).any())
         for extra in ("", f"&version={active}", "&crs=EPSG:4326"):
             query = f"lon={float(lon)!r}&lat={float(lat)!r}{extra}"
@@ -57,7 +58,8 @@ def test_grids_at_errors_are_the_routes_byte_for_byte(client, admin_headers):
         assert answered.body == routed.content, query
         assert answered.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
     # Requests the lean path leaves to the route: repeated or unknown parameters, a token in the URL.
-    for query in ("lon=116.38&lat=39.9&lat=39.91", "lon=116.38&lat=39.9&via=route", "lon=116.38&lat=39.9&access_token=x"):
+    for query in ("lon=116.38&lat=39.9&lat=39.91", "lon=116.38&lat=39.9&via=route",
+                  "lon=116.38&lat=39.9&access_token=x"):
         assert lean(client, admin_headers, "/grids/at", query) is None, query
     assert "/grids/at" in client.get("/openapi.json").json()["paths"]
 

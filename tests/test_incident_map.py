@@ -56,7 +56,8 @@ def _active_grids(engine, prefix: str) -> int:
 
 def test_district_page_with_the_full_year_is_light_and_renders_every_layer_in_chromium(live_server, engine):
     token = make_token(engine, "supervisor", "110102")
-    url = f"{live_server}/maps/incidents?area=110102&status=all&from={YEAR['from']}&to={YEAR['to']}&access_token={token}"
+    url = (f"{live_server}/maps/incidents?area=110102&status=all&from={YEAR['from']}&to={YEAR['to']}"
+           f"&access_token={token}")
     import urllib.request
 
     with urllib.request.urlopen(url) as reply:
@@ -76,7 +77,8 @@ def test_district_page_with_the_full_year_is_light_and_renders_every_layer_in_ch
     for field in ('name="category"', 'name="status"', 'name="from"', 'name="to"'):
         assert field in dom
     assert "热力 heat" in dom and "超期事件 overdue" in dom  # layer control entries
-    assert re.search(rf'href="/maps/incidents\?area=110102001&amp;status=all&amp;from={YEAR["from"]}', dom)  # drill down
+    # drill down
+    assert re.search(rf'href="/maps/incidents\?area=110102001&amp;status=all&amp;from={YEAR["from"]}', dom)
 
 
 def test_default_view_screenshot_and_street_page(live_server, engine):
@@ -98,7 +100,8 @@ def test_heat_is_aggregated_and_sums_to_the_sql_count(client, admin_headers, eng
     cells = _heat(html)
     total = _count(engine, "SELECT count(*) FROM incidents WHERE grid_code LIKE '110102%' AND reported_at >= "
                            "CAST(:f AS date)::timestamp AT TIME ZONE 'Asia/Shanghai' AND reported_at < "
-                           "(CAST(:t AS date) + 1)::timestamp AT TIME ZONE 'Asia/Shanghai'", f=YEAR["from"], t=YEAR["to"])
+                           "(CAST(:t AS date) + 1)::timestamp AT TIME ZONE 'Asia/Shanghai'",
+                   f=YEAR["from"], t=YEAR["to"])
     assert total > 100_000
     assert sum(c[2] for c in cells) == total
     assert len(cells) < total / 10  # cells, not incidents

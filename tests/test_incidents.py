@@ -47,7 +47,8 @@ def _report(client, headers, lon, lat, category="0101", **extra):
 def test_reports_are_assigned_like_shapely_says_including_edges_and_outside(client, reporter, grids, boundary):
     rng = np.random.default_rng(11)
     minx, miny, maxx, maxy = boundary.bounds
-    points = list(zip(rng.uniform(minx - 0.005, maxx + 0.005, 60), rng.uniform(miny - 0.005, maxy + 0.005, 60), strict=False))
+    points = list(zip(rng.uniform(minx - 0.005, maxx + 0.005, 60), rng.uniform(miny - 0.005, maxy + 0.005, 60),
+                      strict=True))
     shared = shapely.intersection(grids.geometry.iloc[5].boundary, grids.geometry.iloc[6].boundary)
     points += [tuple(shapely.get_coordinates(shared)[0])] if not shared.is_empty else []
     metric = grids.geometry.to_crs(UTM50)

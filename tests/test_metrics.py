@@ -46,7 +46,10 @@ def expected(frame: pd.DataFrame, code: str, t0, t1, as_of, child_len: int) -> d
 
     def figures(g: pd.DataFrame) -> dict:
         out = {name: int(g[name].sum()) for name in COUNTS}
-        ratio = lambda n, d: out[n] / out[d] if out[d] else None  # noqa: E731
+
+        def ratio(n, d):
+            return out[n] / out[d] if out[d] else None
+
         out |= {"handling_rate": ratio("handled", "due"), "on_time_handling_rate": ratio("handled_on_time", "due"),
                 "closure_rate": ratio("closed", "due_to_close"), "rework_rate": ratio("reworked", "due_to_close")}
         s = g.close_s.dropna()
@@ -112,7 +115,8 @@ def test_district_year_matches_pandas(district_year, frame):
 def test_district_year_looks_like_a_real_city(district_year):
     totals = district_year["totals"]
     assert district_year["area"] == {"code": "110102", "name": "西城区", "level": "district"}
-    assert district_year["from"] == f"{YEAR['from']}T00:00:00+08:00" and district_year["to"] == f"{YEAR['to']}T00:00:00+08:00"
+    assert district_year["from"] == f"{YEAR['from']}T00:00:00+08:00" \
+        and district_year["to"] == f"{YEAR['to']}T00:00:00+08:00"
     assert totals["due"] > 100_000
     assert 0.99 < totals["closure_rate"] <= 1 and 0.97 < totals["on_time_handling_rate"] <= totals["handling_rate"]
     assert 0 < totals["rework_rate"] < 0.01

@@ -164,7 +164,8 @@ def test_etas_equal_networkx(net_url, graph):
         target = int(rng.choice(vids))
         cands = [int(v) for v in rng.choice(vids, 5, replace=False)]
         candidates = [(v, *coords[v]) for v in cands]
-        results = _run(net_url, lambda c: network_etas(c, *coords[target], candidates, routes="all"))
+        results = _run(net_url, lambda c, target=target, candidates=candidates:
+                       network_etas(c, *coords[target], candidates, routes="all"))
         assert len(results) == 5
         etas = [r["eta_s"] for r in results if r["eta_s"] is not None]
         assert etas == sorted(etas)
@@ -240,14 +241,14 @@ def test_isochrone_equals_networkx_cutoff(net_url, graph):
     for v in rng.choice(sorted(graph.nodes), 5, replace=False):
         v = int(v)
         for max_s in (60, 180):
-            iso = _run(net_url, lambda c: isochrone(c, *coords[v], max_s))
+            iso = _run(net_url, lambda c, v=v, max_s=max_s: isochrone(c, *coords[v], max_s))
             expected = nx.single_source_dijkstra_path_length(graph, v, cutoff=max_s, weight="cost")
             got = {p["id"]: p["time_s"] for p in iso["vertices"]}
             assert set(got) == set(expected)
             for k, t in expected.items():
                 assert got[k] == pytest.approx(t, abs=1e-6)
             # direction="to": what reaches v, on the reversed graph
-            iso_to = _run(net_url, lambda c: isochrone(c, *coords[v], max_s, direction="to"))
+            iso_to = _run(net_url, lambda c, v=v, max_s=max_s: isochrone(c, *coords[v], max_s, direction="to"))
             expected_to = nx.single_source_dijkstra_path_length(graph.reverse(), v, cutoff=max_s, weight="cost")
             assert {p["id"] for p in iso_to["vertices"]} == set(expected_to)
 

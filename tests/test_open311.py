@@ -286,7 +286,8 @@ def test_keyed_reads_see_only_the_keys_area(client, engine):
     requests = client.get(f"{BASE}/requests.json", params={"api_key": street_key}).json()
     assert requests
     with engine.connect() as conn:
-        codes = conn.execute(text("SELECT coalesce(grid_code, suggested_grid_code) FROM incidents WHERE id = ANY(:ids)"),
+        codes = conn.execute(text("SELECT coalesce(grid_code, suggested_grid_code) FROM incidents "
+                                  "WHERE id = ANY(:ids)"),
                              {"ids": [int(r["service_request_id"]) for r in requests]}).scalars().all()
         outside = conn.execute(text("SELECT id FROM incidents WHERE grid_code LIKE '110102001%' LIMIT 1")).scalar()
     assert all(code.startswith("110102003") for code in codes)

@@ -70,12 +70,13 @@ def adjacent_pairs(grids):
 def test_split_along_a_line_gives_two_grids_that_tile_the_original(client, admin_headers, engine, plan):
     community = communities(engine, plan)[0]
     before = plan_grids(engine, plan, community)
-    for code, grid in before.iterrows():
+    for _, grid in before.iterrows():
         minx, miny, maxx, maxy = grid.geom.bounds
         y = miny + 0.3 * (maxy - miny)  # off centre, so that which part is larger is plain
         line = shapely.LineString([(minx - 0.001, y), (maxx + 0.001, y)])
         if len(shapely_split(grid.geom.geoms[0], line).geoms) == 2:
             break
+    code = grid.name  # the grid's code: iterrows names each row by its index
     reply = edit(client, admin_headers, plan, op="split", code=code,
                  line={"type": "LineString", "coordinates": list(line.coords)})
     assert reply.status_code == 200, reply.text

@@ -115,7 +115,10 @@ def test_propose_one_community_tiles_it_with_balanced_grids(client, admin_header
         assert LO <= n <= HI or code in explained
     assert result["within_band"] == len(mine) - len(explained)
     # other communities are untouched
-    others = lambda g: g[~g["code"].str.startswith(COMMUNITY)].reset_index(drop=True)
+
+    def others(g):
+        return g[~g["code"].str.startswith(COMMUNITY)].reset_index(drop=True)
+
     assert others(after)["code"].tolist() == others(before)["code"].tolist()
     assert others(after).geom_equals(others(before)).all()
     try:
@@ -198,7 +201,9 @@ def test_jobs_are_scoped_and_only_writers_cancel(client, engine, plan):
             "INSERT INTO jobs (kind, status, params, created_by) VALUES ('propose', 'queued', "
             "CAST(:p AS jsonb), :u) RETURNING id"), {"p": '{"area": "110102001001"}', "u": creator}).scalar_one()
     try:
-        headers = lambda token: {"Authorization": f"Bearer {token}"}
+        def headers(token):
+            return {"Authorization": f"Bearer {token}"}
+
         assert client.get(f"/jobs/{job_id}", headers=headers(planner)).status_code == 200
         inside = make_token(engine, "supervisor", "110102001")
         outside = make_token(engine, "supervisor", "110102003")

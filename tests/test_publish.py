@@ -327,7 +327,7 @@ def test_incidents_reported_during_a_publish_all_land_in_the_new_version(db):
                             versions.append(reply.json()["properties"]["grid_version"])
 
         def bulk():  # bulk imports read the active version first, then insert
-            for n in range(3):
+            for _ in range(3):
                 lon = rng.uniform(minx, maxx, rows_per_import)
                 lat = rng.uniform(miny, maxy, rows_per_import)
                 csv = "lon,lat,category\n" + "".join(f"{x},{y},0101\n" for x, y in zip(lon, lat, strict=False))

@@ -52,7 +52,8 @@ def test_grids_do_not_overlap(full, grids):
     assert overlap < 1e-8 * district_geom(full).area
 
 
-@pytest.mark.parametrize("level, parent_level", [("street", "district"), ("community", "street"), ("grid", "community")])
+@pytest.mark.parametrize("level, parent_level",
+                         [("street", "district"), ("community", "street"), ("grid", "community")])
 def test_each_area_lies_in_its_parent(full, level, parent_level):
     areas = full.areas
     child = areas[areas.level == level]

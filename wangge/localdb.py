@@ -26,8 +26,9 @@ def find_bindir() -> Path:
         reverse=True,
     )
     candidates = [p for p in candidates if int(p.parent.name) >= MIN_PG_MAJOR]
-    if not candidates and shutil.which("initdb"):
-        candidates = [Path(shutil.which("initdb")).parent]
+    on_path = shutil.which("initdb")
+    if not candidates and on_path:
+        candidates = [Path(on_path).parent]
     if not candidates:
         raise ClusterError(
             "PostgreSQL server binaries not found. On Debian/Ubuntu run `make deps` "

@@ -60,7 +60,7 @@ async def bulk_import(
     rejected; the batch is all or nothing. The reply lists the first 1000 rejects (`report_truncated` says more)."""
     caller.require_role(*ROLES)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    format = _format(content_type, format)
+    file_format = _format(content_type, format)
     crs = crs_.normalize_crs(crs)
     if filename is None and (match := _DISPOSITION.search(request.headers.get("content-disposition", ""))):
         filename = match.group(1).strip()
@@ -69,5 +69,5 @@ async def bulk_import(
                        "-H 'Content-Type: text/csv' ...`.") as path:
         if path is None:
             return Response(status_code=400)
-        report = await run_in_threadpool(_import, engine, str(path), format, crs, caller, filename)
+        report = await run_in_threadpool(_import, engine, str(path), file_format, crs, caller, filename)
     return JSONResponse(report.summary(limit=REPORT_LIMIT))

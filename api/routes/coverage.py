@@ -53,7 +53,7 @@ async def response_coverage(conn: Conn, caller: CurrentCaller, settings: Setting
                             distance: Annotated[float, Query(gt=0, le=50_000, description="metres")] = 500,
                             mode: Literal["straight", "network"] = "straight",
                             minutes: Annotated[float | None, Query(gt=0, le=120, description="mode=network")] = None,
-                            max_age_s: MaxAge = None, engine: SyncEngine = None) -> dict:
+                            max_age_s: MaxAge = None, *, engine: SyncEngine) -> dict:
     """Share of households within `distance` m (or, mode=network, `minutes` by road) of an available, fresh
     responder; uncovered buildings as GeoJSON; the coverage curve (100..2000 m, or 1..30 min)."""
     return await _response(conn, caller, settings, area, distance, mode, max_age_s, minutes, engine)
@@ -64,7 +64,7 @@ async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: S
                                   distance: Annotated[float, Query(gt=0, le=50_000)] = 500,
                                   mode: Literal["straight", "network"] = "straight",
                                   minutes: Annotated[float | None, Query(gt=0, le=120)] = None,
-                                  max_age_s: MaxAge = None, engine: SyncEngine = None) -> Response:
+                                  max_age_s: MaxAge = None, *, engine: SyncEngine) -> Response:
     """The coverage curve as a small SVG line chart."""
     result = await _response(conn, caller, settings, area, distance, mode, max_age_s, minutes, engine)
     title = f"{result['area']['name']}: households within reach of a responder"
@@ -88,7 +88,8 @@ async def stationing(body: StationingIn, conn: Conn, caller: CurrentCaller, sett
     area = await coverage.resolve_area(conn, caller, body.area)
     rows = await stationing_analysis.load(conn, area.id, area.code, _max_age(settings, body.max_age_s),
                                           body.candidates == "grid_centroids")
-    result = await run_in_threadpool(stationing_analysis.solve, *rows, body.k, body.distance, body.candidates)
+    result = await run_in_threadpool(stationing_analysis.solve, rows[0], rows[1], rows[2], body.k, body.distance,
+                                     body.candidates)
     return {"area": area.as_json(), **result}
 
 

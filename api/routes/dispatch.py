@@ -54,21 +54,31 @@ class ResponderPatch(BaseModel):
     user_id: int | None = None
 
 
+FixTime = Annotated[datetime | None, Field(description="when the fix was taken (ISO 8601; default now; naive = "
+                                                     "Beijing time); at most 2 minutes ahead of the server clock")]
+Accuracy = Annotated[float | None, Field(ge=0)]
+FixSource = Annotated[str | None, Field(max_length=32, description="e.g. gps, app, avl")]
+
+
 class PositionIn(BaseModel):
     """One position of a responder, in the given crs."""
     lon: float
     lat: float
     crs: str = CrsField
-    at: datetime | None = Field(None, description="when the fix was taken (ISO 8601; default now; naive = Beijing "
-                                                  "time); at most 2 minutes ahead of the server clock")
-    accuracy_m: float | None = Field(None, ge=0)
-    source: str | None = Field(None, max_length=32, description="e.g. gps, app, avl")
+    at: FixTime = None
+    accuracy_m: Accuracy = None
+    source: FixSource = None
 
 
-class PingIn(PositionIn):
+class PingIn(BaseModel):
     """One ping of a batch: whose position, where and when."""
     responder_id: int
+    lon: float
+    lat: float
     crs: str | None = Field(None, description="per ping; default the batch's crs")
+    at: FixTime = None
+    accuracy_m: Accuracy = None
+    source: FixSource = None
 
 
 class PingBatch(BaseModel):
@@ -203,7 +213,7 @@ async def dispatch_incident(incident_id: int, conn: Conn, caller: CurrentCaller,
                             body: DispatchIn | None = None) -> GeoJSONResponse:
     """Send a responder (default: the nearest available with a fresh position): it becomes busy and the
     incident dispatched (filed first if it was only reported), with events, in one transaction."""
-    body = body or DispatchIn()
+    body = body or DispatchIn(responder_id=None, note=None)
     return feature(await dispatch.dispatch_incident(
         conn, caller, incident_id, body.responder_id, body.note,
         max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps))

@@ -57,7 +57,11 @@ class IncidentIn(BaseModel):
 
     def wgs84(self) -> tuple[float, float]:
         """The location as WGS84 lon/lat (400 when out of range)."""
-        lon, lat = (self.lon, self.lat) if self.lon is not None else self.location.coordinates[:2]
+        if self.lon is not None and self.lat is not None:
+            lon, lat = self.lon, self.lat
+        else:
+            assert self.location is not None  # one of the two, checked by the validator above
+            lon, lat = self.location.coordinates[:2]
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise InvalidInput(f"Coordinates ({lon}, {lat}) are out of range: lon is -180..180, lat -90..90 "
                                "(did you swap them?).", field="location")

@@ -6,7 +6,6 @@ Wangge extension: POST accepts `crs` (EPSG:4326 by default, EPSG:4490, GCJ-02 or
 """
 
 import math
-import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from email import policy
@@ -18,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.routing import Match
 
-from api.deps import Conn, SettingsDep
+from api.deps import Conn, SettingsDep, cached_caller
 from geo import crs, errors, open311
-from geo.auth import Caller, resolve_token
+from geo.auth import Caller
 from geo.incidents.timelimits import TZ
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -140,9 +139,10 @@ async def _form(request: Request) -> dict[str, list[str]]:
                 b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
             for part in message.iter_parts():
                 name = part.get_param("name", header="content-disposition")
-                if name and not part.get_filename():  # uploaded files are not kept: send media_url
-                    payload = part.get_payload(decode=True) or b""
-                    params.setdefault(name, []).append(payload.decode(part.get_content_charset() or "utf-8"))
+                if isinstance(name, str) and name and not part.get_filename():  # files are not kept: send media_url
+                    payload = part.get_payload(decode=True)
+                    text_ = payload.decode(part.get_content_charset() or "utf-8") if isinstance(payload, bytes) else ""
+                    params.setdefault(name, []).append(text_)
         elif media == "application/json":
             data = orjson.loads(body) if body else {}
             if not isinstance(data, dict):
@@ -202,19 +202,10 @@ async def _caller(request: Request, conn, key: str | None, required: bool) -> Ca
             raise SpecError(403, "api_key is required: use a Wangge token, created with "
                                  "`wangge users create --role reporter --area CODE`.")
         return None
-    cache: dict = request.app.state.token_cache
-    hit = cache.get(key)
-    now = time.monotonic()
-    if hit and hit[1] > now:
-        return hit[0]
     try:
-        caller = await resolve_token(conn, key)
+        return await cached_caller(request.app.state, conn, key)
     except errors.Unauthorized as exc:
         raise SpecError(403, "Invalid api_key: it is unknown, expired or revoked.") from exc
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[key] = (caller, now + request.app.state.settings.token_cache_s)
-    return caller
 
 
 async def _reader(request: Request, conn, settings, params: dict[str, list[str]]) -> Caller | None:
@@ -287,9 +278,9 @@ async def request_list(request: Request, fmt: str, conn: Conn, settings: Setting
             bad = [i for i in ids if not i.isdigit()]
             if bad:
                 raise SpecError(400, f"service_request_id takes numeric ids, comma-delimited; got {', '.join(bad)}.")
-            ids = [int(i) for i in ids if int(i) <= MAX_ID]  # larger ones can't exist
+        numeric_ids = None if ids is None else [int(i) for i in ids if int(i) <= MAX_ID]  # larger can't exist
         filters = open311.RequestFilters(
-            ids=ids, service_codes=_list(params, "service_code"), start=_datetime(params, "start_date"),
+            ids=numeric_ids, service_codes=_list(params, "service_code"), start=_datetime(params, "start_date"),
             end=_datetime(params, "end_date"), statuses=statuses,
         )
         return await open311.requests(conn, caller, filters)
@@ -321,6 +312,7 @@ async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
         if key is None and authorization.lower().startswith("bearer "):
             key = authorization[7:].strip()
         caller = await _caller(request, conn, key, required=True)
+        assert caller is not None  # required: a missing key was refused above
         code = _first(params, "service_code")
         if code is None:
             raise SpecError(400, "service_code was not provided; GET services.json lists the valid codes.")
@@ -335,7 +327,7 @@ async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
                                  "swapped?).")
         input_crs = crs.normalize_crs(_first(params, "crs") or "EPSG:4326")
         lon, lat = crs.to_wgs84(lon, lat, input_crs)
-        contact = {name: _first(params, name) for name in open311.CONTACT_FIELDS if _first(params, name)}
+        contact = {name: value for name in open311.CONTACT_FIELDS if (value := _first(params, name))}
         long_fields = [name for name, value in contact.items() if len(value) > MAX_CONTACT]
         if long_fields:
             raise SpecError(400, f"{', '.join(long_fields)} may be at most {MAX_CONTACT} characters.")
@@ -354,6 +346,6 @@ async def not_found(request: Request, rest: str) -> Response:
     fmt = rest.rsplit(".", 1)[-1] if "." in rest else "json"
     scope = dict(request.scope)
     for route in router.routes:
-        if route.endpoint is not not_found and route.matches(scope)[0] == Match.PARTIAL:
+        if getattr(route, "endpoint", None) is not not_found and route.matches(scope)[0] == Match.PARTIAL:
             return error_response(fmt, 405, f"{request.method} is not allowed on {request.url.path}.")
     return error_response(fmt, 404, f"No Open311 resource at {request.url.path}; see discovery.json.")

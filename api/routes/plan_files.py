@@ -33,10 +33,11 @@ MEDIA_TYPES = {
     "application/zip": "shp", "application/x-zip-compressed": "shp", "application/x-shapefile": "shp",
     "application/vnd.apache.parquet": "parquet", "application/x-parquet": "parquet",
 }
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+UPLOAD_MEDIA: dict[str, dict] = {
     media: {"schema": {"type": "string", "format": "binary"}}
     for media in ("application/geopackage+sqlite3", "application/zip", "application/geo+json",
-                  "application/vnd.apache.parquet")}}}
+                  "application/vnd.apache.parquet")}
+UPLOAD_BODY = {"requestBody": {"required": True, "content": UPLOAD_MEDIA}}
 _EXAMPLE = "`curl --data-binary @grids.gpkg -H 'Content-Type: application/geopackage+sqlite3' ...`"
 
 
@@ -46,7 +47,7 @@ def content_type_of(request: Request) -> str:
 
 
 async def receive(request: Request, limit: int, format: str | None, filename: str | None,
-                  work: Callable[[Path, str | None, str | None], dict]) -> dict | JSONResponse:
+                  work: Callable[[Path, str | None, str | None], dict]) -> dict | Response:
     """Spool the body to a temporary file, then run `work(path, format, filename)` in a worker thread.
     A file with bad features gets 400 with every one of them listed under `features`."""
     content_type = content_type_of(request)

@@ -43,7 +43,7 @@ def _new_plan(raw: bytes) -> NewPlan | None:
 
 
 @router.post("/plans", status_code=201, openapi_extra={"requestBody": {"required": True, "content": {
-    "application/json": {"schema": NewPlan.model_json_schema()}, **files.UPLOAD_BODY["requestBody"]["content"]}}})
+    "application/json": {"schema": NewPlan.model_json_schema()}, **files.UPLOAD_MEDIA}}})
 async def create_plan(
     request: Request, caller: CurrentCaller, engine: SyncEngine, settings: SettingsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200,

@@ -116,7 +116,7 @@ SELECT
 """
 
 
-def _share(part: float | None, whole: float | None) -> float | None:
+def _share(part: float, whole: float | None) -> float | None:
     return part / whole if whole else None
 
 
@@ -190,8 +190,11 @@ async def staffing(conn, caller: Caller, code: str | None, target: int = 300, to
         raise InvalidInput("`tolerance` must be in [0, 1), e.g. 0.15 for ±15%.", field="tolerance")
     rows = await conn.fetch(STAFFING_SQL, area.code, caller.scope)
     low, high = target * (1 - tolerance), target * (1 + tolerance)
-    grid = lambda r: {"code": r["code"], "name": r["name"], "households": r["households"],  # noqa: E731
-                      "kind": r["kind"], "worker_id": r["worker_id"], "worker_name": r["worker_name"]}
+
+    def grid(r):
+        return {"code": r["code"], "name": r["name"], "households": r["households"],
+                "kind": r["kind"], "worker_id": r["worker_id"], "worker_name": r["worker_name"]}
+
     workers: dict[int, dict] = {}
     for r in rows:
         if r["worker_id"] is None:
@@ -426,8 +429,13 @@ def curve_svg(points: list[dict], title: str, marker_m: float | None = None, wid
     pw, ph = width - left - right, height - top - bottom
     xs = [p[key] for p in points] or [0, 1]
     x0, x1 = 0, max(xs)
-    sx = lambda x: left + (x - x0) / ((x1 - x0) or 1) * pw  # noqa: E731
-    sy = lambda s: top + (1 - s) * ph  # noqa: E731
+
+    def sx(x):
+        return left + (x - x0) / ((x1 - x0) or 1) * pw
+
+    def sy(s):
+        return top + (1 - s) * ph
+
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{width}" height="{height}" fill="white"/>',

@@ -9,7 +9,9 @@ two-sided normal p-value, corrected with Benjamini–Hochberg at `alpha`. A cell
 """
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +89,7 @@ def h3_cells(area_geojson: str, lon: np.ndarray, lat: np.ndarray, resolution: in
     return ids, [index[c] for c in of_incident], neighbours, polygons
 
 
-def analyse(ids: list, neighbours: dict, cell_of: np.ndarray, times: np.ndarray, t0: datetime, t1: datetime,
+def analyse(ids: list, neighbours: dict, cell_of: np.ndarray, times: Sequence[datetime], t0: datetime, t1: datetime,
             windows: int, alpha: float, permutations: int) -> dict:
     """Counts, Gi* and BH flags over the period and each window; pure numpy/esda."""
     n = len(ids)
@@ -99,7 +101,7 @@ def analyse(ids: list, neighbours: dict, cell_of: np.ndarray, times: np.ndarray,
     else:
         z, p, p_sim = gi_star(counts, neighbours, ids, permutations)
     sig = benjamini_hochberg(p, alpha)
-    result = {"counts": counts, "z": z, "p": p, "p_sim": p_sim, "significant": sig, "windows": []}
+    result: dict[str, Any] = {"counts": counts, "z": z, "p": p, "p_sim": p_sim, "significant": sig, "windows": []}
     hot_every = np.ones(n, dtype=bool)
     edges = [t0 + (t1 - t0) * i / windows for i in range(windows + 1)]
     ts = np.array([t.timestamp() for t in times]) if len(times) else np.zeros(0)

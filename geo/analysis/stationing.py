@@ -9,6 +9,7 @@ demand. Everything here is synchronous: run it in a threadpool.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def solve(buildings, grid_points, current, k: int, distance_m: float, candidates
     # LSCP over the demand any candidate can reach; the rest is reported as uncoverable
     coverable = reach.any(axis=1)
     uncoverable = float(demand.weight[~coverable].sum())
-    lscp = {"status": None, "posts_needed": None, "posts": None,
+    lscp: dict[str, Any] = {"status": None, "posts_needed": None, "posts": None,
             "uncoverable_households": uncoverable, "uncoverable_demand_points": int((~coverable).sum())}
     if coverable.any():
         sub = cost[coverable]
@@ -207,7 +208,9 @@ def solve(buildings, grid_points, current, k: int, distance_m: float, candidates
                         "farther than that from every candidate; posts_needed covers the rest. Add candidates "
                         "or raise the distance.")
 
-    share = lambda x, t: x / t if t else None  # noqa: E731
+    def share(x, t):
+        return x / t if t else None
+
     return {
         "k": k, "distance_m": distance_m, "projection": f"EPSG:{epsg}",
         "demand": {"points": len(demand.lon), "source": demand.source, "households": int(total),
@@ -236,7 +239,8 @@ def solve(buildings, grid_points, current, k: int, distance_m: float, candidates
     }
 
 
-async def load(conn, area_id: int, area_code: str, max_age_s: float, need_grids: bool):
+async def load(conn, area_id: int, area_code: str, max_age_s: float,
+               need_grids: bool) -> tuple[list[tuple], list[tuple], list[tuple]]:
     """The area's buildings, grid centroids (if needed) and today's fresh responders, for the solver."""
     buildings = [tuple(r) for r in await conn.fetch(BUILDINGS_SQL, area_id)]
     grid_points = [tuple(r) for r in await conn.fetch(GRID_POINTS_SQL, area_code)] if need_grids else []

@@ -66,7 +66,6 @@ def match_codes(community_code: str, old, new_geoms, taken: set[str], same_place
             codes[i] = old["code"].iloc[j]
             used_old.add(j)
     rest = [i for i, c in enumerate(codes) if c is None]
-    fresh = new_codes(community_code, set(taken) | {c for c in codes if c}, [new_geoms[i] for i in rest])
-    for i, code in zip(rest, fresh, strict=False):
-        codes[i] = code
-    return codes
+    # one fresh code per unmatched grid, in the order of `rest` (ascending index)
+    fresh = iter(new_codes(community_code, set(taken) | {c for c in codes if c}, [new_geoms[i] for i in rest]))
+    return [c if c is not None else next(fresh) for c in codes]

@@ -1,5 +1,7 @@
 """Areas of the hierarchy and point → grid lookup, answered as GeoJSON built inside PostGIS."""
 
+from typing import Any
+
 from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, text
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
@@ -64,7 +66,7 @@ def _visible(area):
 
 
 def _build_statements():
-    statements = {}
+    statements: dict[object, Any] = {}
     for geometry in (True, False):
         area, stmt = _area_query(geometry)
         statements["area", geometry] = stmt.where(area.code == bindparam("code"), *_visible(area)).limit(1)

@@ -15,6 +15,7 @@ responder / source TO the incident / target, so one-way edges count in that dire
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, text
@@ -153,9 +154,10 @@ async def network_etas(conn, lon: float, lat: float, candidates: list[tuple[int,
         paths = {r["end_vid"]: (r["cost_s"], r["length_m"], r["route"]) for r in rows}
     results = []
     for (rid, clon, clat), (vid, d) in zip(candidates, cand_snaps, strict=False):
-        item = {"responder_id": rid, "network": network_name, "snap_m": d, "target_snap_m": target_snap,
-                "eta_s": None, "network_time_s": None, "network_distance_m": None, "distance_m": None,
-                "reachable": False, "reason": None, "route": None}
+        item: dict[str, Any] = {
+            "responder_id": rid, "network": network_name, "snap_m": d, "target_snap_m": target_snap,
+            "eta_s": None, "network_time_s": None, "network_distance_m": None, "distance_m": None,
+            "reachable": False, "reason": None, "route": None}
         if d > max_snap_m:
             item["reason"] = "off_network"
         elif vid == target_vid:

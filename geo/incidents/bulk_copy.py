@@ -4,9 +4,11 @@ demo loader)."""
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import psycopg
 from sqlalchemy import Connection
 
 # ------------------------------------------------------------------------------------- shared with the loader
@@ -74,7 +76,7 @@ def _binary_rows(frame: pd.DataFrame, kinds: dict[str, str]) -> bytes:
         sizes = np.where(null, 0, width)
         data = np.ascontiguousarray(numbers.astype(_FIXED[kind])).view(np.uint8).reshape(n, width)
         fields.append((np.where(null, -1, width), sizes, data))
-    row_sizes = 2 + sum(4 + sizes for _, sizes, _ in fields)
+    row_sizes = 2 + sum((4 + sizes for _, sizes, _ in fields), np.zeros(n, dtype=np.int64))
     starts = np.concatenate([[0], np.cumsum(row_sizes)[:-1]]).astype(np.int64)
     out = np.empty(int(row_sizes.sum()), dtype=np.uint8)
     out[starts[:, None] + np.arange(2)] = np.frombuffer(len(fields).to_bytes(2, "big"), dtype=np.uint8)
@@ -92,6 +94,11 @@ def _binary_rows(frame: pd.DataFrame, kinds: dict[str, str]) -> bytes:
     return out.tobytes()
 
 
+def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
+    """A cursor of the psycopg connection under `conn` (the engine's driver is psycopg 3)."""
+    return cast(psycopg.Cursor[Any], conn.connection.cursor())
+
+
 @contextmanager
 def copy_rows(conn: Connection, table: str, kinds: dict[str, str]) -> Iterator[Callable[[pd.DataFrame], None]]:
     """One binary COPY into `table` left open for many frames: `write(frame)` queues a frame's rows (see
@@ -99,7 +106,7 @@ def copy_rows(conn: Connection, table: str, kinds: dict[str, str]) -> Iterator[C
     from psycopg.copy import QueuedLibpqWriter
 
     started = False
-    with conn.connection.cursor() as cursor:
+    with _cursor(conn) as cursor:
         statement = f"COPY {table} ({', '.join(kinds)}) FROM STDIN WITH (FORMAT binary)"
         with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
             def write(frame: pd.DataFrame) -> None:
@@ -115,6 +122,6 @@ def copy_rows(conn: Connection, table: str, kinds: dict[str, str]) -> Iterator[C
 
 def copy_frame(conn: Connection, table: str, frame: pd.DataFrame) -> None:
     """COPY a frame into `table` (columns by name); geometries go as hex EWKB, times as ISO 8601 UTC text."""
-    with conn.connection.cursor() as cursor:
+    with _cursor(conn) as cursor:
         with cursor.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(_csv_text(frame))

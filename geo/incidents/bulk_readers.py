@@ -150,6 +150,7 @@ class CsvReader:
         if self.source.data is not None:
             yield self.source.data
             return
+        assert self.source.path is not None  # a source without data has a path
         with open(self.source.path, "rb") as f:
             while block := f.read(1 << 24):
                 yield block
@@ -223,7 +224,7 @@ class FeatureReader:
         import pyogrio
 
         self.source, self.chunk_rows, self._tmp = source, chunk_rows, None
-        target = source.path
+        target: Path | str | None = source.path
         if source.data is not None:  # GDAL reads files: SQLite needs one, and layer names must stay put
             self._tmp = tempfile.NamedTemporaryFile(suffix=f".{source.format}")
             self._tmp.write(source.data)
@@ -249,7 +250,7 @@ class FeatureReader:
                                f"service_code). Properties found: {', '.join(names) or 'none'}.", field="file")
         self.ignored = [n for n in names if n not in self.map.values()]
         self.crs = self._crs(info.get("crs"), declared)
-        self._fids = []
+        self._fids: list[pd.DataFrame] = []
 
     def _crs(self, file_crs: str | None, declared: str) -> str:
         if not file_crs:

@@ -118,15 +118,15 @@ def run(conn: Connection, now: datetime | None = None, steps_h=DEFAULT_STEPS_H) 
     if not conn.execute(select(func.pg_try_advisory_xact_lock(LOCK_KEY))).scalar():
         return Result(locked_out=True)
     if now is None:
-        now = conn.execute(select(func.now())).scalar()
+        now = conn.execute(select(func.now())).scalar_one()
     elif now.tzinfo is None:
         raise ValueError("now must be timezone-aware.")
-    params = {"now": now}
+    params: dict[str, datetime | int] = {"now": now}
     for n, hours in enumerate(steps, start=1):
         params[f"past{n}"] = now - timedelta(hours=hours)
         params[f"hours{n}"] = hours
     events = conn.execute(STATEMENT, params).all()
-    top = {}
+    top: dict[int, int] = {}
     for incident_id, level in events:  # the events just written, not the incidents table
         top[incident_id] = max(level, top.get(incident_id, 0))
     return Result(events=len(events), by_level=dict(sorted(Counter(top.values()).items())))

@@ -2,9 +2,24 @@
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import orjson
-from sqlalchemy import Date, DateTime, Float, Integer, Numeric, String, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    Numeric,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from geo.areas import hierarchy as areas
@@ -28,7 +43,7 @@ MAP_SIMPLIFY_DEG = 5e-6  # ~0.5 m, as in geo.areas: drops densified collinear ve
 HEAT_CELL_DEG = {6: 0.001, 9: 0.0005, 12: 0.0002, 15: 0.0001}
 LOCAL = "Asia/Shanghai"
 
-_P = {
+_P: dict[str, BindParameter[Any]] = {
     "code": bindparam("code", type_=String),
     "scope": bindparam("scope", type_=String),
     "categories": bindparam("categories", type_=ARRAY(String)),
@@ -91,7 +106,7 @@ def parse_filters(known_categories: list[str], category: list[str] | None, statu
         raise InvalidInput(f"Unknown status {', '.join(map(repr, bad))}; use a group "
                            f"({', '.join(STATUS_GROUPS)}) or a status ({', '.join(INCIDENT_STATUSES)}).",
                            field="status")
-    statuses = []
+    statuses: list[str] = []
     for s in asked:
         statuses += STATUS_GROUPS.get(s, (s,))
     end = end or today()
@@ -152,7 +167,7 @@ def _local(column):
 
 def _build():
     i = Incident
-    q = {}
+    q: dict[str, Select] = {}
     q["categories"] = (
         select(IncidentCategory.code, IncidentCategory.name, Department.name)
         .outerjoin(Department, Department.code == IncidentCategory.department_code)
@@ -280,13 +295,14 @@ async def gather(conn, caller: Caller, code: str, category: list[str] | None = N
     trend_start -= timedelta(days=trend_start.weekday())  # whole weeks, Monday first
     months = filters.end.year * 12 + filters.end.month - 1 - (SLA_MONTHS - 1)
     sla_start = date(months // 12, months % 12 + 1, 1)
+    cell = HEAT_CELL_DEG[len(code)]
     params = {
         "code": code, "scope": caller.scope, "categories": list(filters.categories),
         "statuses": list(filters.statuses), "pending": list(PENDING), "void": ["void", "rejected"],
         "since": filters.since, "until": filters.until, "now": now,
         "trend_since": datetime.combine(trend_start, time(0), TZ),
         "sla_since": datetime.combine(sla_start, time(0), TZ),
-        "cell": HEAT_CELL_DEG[len(code)], "cap": OVERDUE_CAP,
+        "cell": cell, "cap": OVERDUE_CAP,
     }
     fetch = {name: QUERIES[name].fetch for name in QUERIES}
     grids = await fetch["grids"](conn, **params)
@@ -302,7 +318,7 @@ async def gather(conn, caller: Caller, code: str, category: list[str] | None = N
         children=[tuple(r) for r in children],
         outline=await QUERIES["outline"].fetchval(conn, **params),
         heat=[(float(a), float(b), n) for a, b, n in await fetch["heat"](conn, **params)],
-        heat_cell_deg=params["cell"],
+        heat_cell_deg=cell,
         overdue=[(*tuple(r)[:12], orjson.loads(r["history"]) if r["history"] else []) for r in overdue],
         overdue_total=overdue[0]["total"] if overdue else 0,
         weekly=[tuple(r) for r in await fetch["weekly"](conn, **params)],

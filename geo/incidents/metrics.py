@@ -176,7 +176,7 @@ async def performance(conn, caller: Caller, code: str | None, start: str | None 
     child_len = CODE_LENGTH[child_level] if child_level else CODE_LENGTH["grid"]
     rows = await _STATS.fetch(conn, code=code, scope=caller.scope, start=t0, end=t1, as_of=as_of,
                               child_len=child_len)
-    sets = {name: [] for name in _SET.values()}
+    sets: dict[str, list] = {name: [] for name in _SET.values()}
     for row in rows:
         sets[_SET[row["grouping"]]].append(row)
     children = []

@@ -179,7 +179,9 @@ def compare(conn: Connection, old: int | None, new: int, scope: str = "", limit:
     params = {"old": old, "new": new, "scope": scope, "open": OPEN}
     rows = conn.execute(_GRIDS, {**params, "tolerance": TOLERANCE_M2}).mappings().all()
     counts = {change: 0 for change in ("added", "removed", "changed", "unchanged")}
-    features, reshaped, workers = [], [], set()
+    features: list[dict] = []
+    reshaped: list[str] = []
+    workers: set[int] = set()
     for row in rows:
         counts[row["change"]] += 1
         if row["change"] == "unchanged":
@@ -199,7 +201,7 @@ def compare(conn: Connection, old: int | None, new: int, scope: str = "", limit:
         total = int(listed[0]["total"]) if listed else 0
         incidents = [{k: v for k, v in r.items() if k != "total"} for r in listed]
     else:
-        incidents, total = [], int(conn.execute(_INCIDENT_COUNT, params).scalar())
+        incidents, total = [], int(conn.execute(_INCIDENT_COUNT, params).scalar_one())
     worker_rows = [dict(r) for r in conn.execute(_WORKERS, {**params, "workers": sorted(workers)}).mappings()] \
         if workers else []
     for worker in worker_rows:

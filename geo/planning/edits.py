@@ -1,6 +1,7 @@
 """Edits to a draft plan's grids — replace a boundary, split, merge, move buildings, set attributes — each one
 revision-checked, scope-checked, validated as it is applied, recounted and audited."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -54,10 +55,11 @@ def apply(conn: Connection, caller: Caller, plan_id: int, revision: int, op: str
             "SELECT code, households FROM areas WHERE version_id = :v AND level = 'grid' "
             "AND ST_Intersects(geom, ST_SetSRID(ST_GeomFromWKB(:wkb), 4326))"),
             {"v": plan_id, "wkb": shapely.to_wkb(change.region)}).all()
-        before = dict(around)
+        before: dict[str, int] = dict(around)
         plans.recount(conn, plan_id, sorted(before))
-        after = dict(conn.execute(text("SELECT code, households FROM areas WHERE version_id = :v AND level = 'grid' "
-                                       "AND code = ANY(:codes)"), {"v": plan_id, "codes": sorted(before)}).all())
+        after: dict[str, int] = dict(conn.execute(text(
+            "SELECT code, households FROM areas WHERE version_id = :v AND level = 'grid' "
+            "AND code = ANY(:codes)"), {"v": plan_id, "codes": sorted(before)}).all())
         # neighbours whose count moved (overlaps: the lowest code wins) are reported too, so a map can refresh them
         changed += sorted(c for c in after if after[c] != before[c] and c not in changed and caller.can_see(c))
     plans.audit(conn, caller, f"plan.edit.{op}", plan_id,
@@ -165,6 +167,7 @@ def move_buildings(conn: Connection, caller: Caller, plan_id: int, to: str, buil
             raise NotFound(f"No building with id {', '.join(map(str, missing[:10]))}"
                            f"{' …' if len(missing) > 10 else ''}; check the ids.", field="building_ids")
     else:
+        assert area is not None  # exactly one of building_ids and area, checked above
         block = _polygon_input(area, crs, "area")
         inside = ("ST_Intersects(b.geom, ST_SetSRID(ST_GeomFromWKB(:block), 4326)) "
                   "AND ST_Covers(ST_SetSRID(ST_GeomFromWKB(:block), 4326), ST_PointOnSurface(b.geom))")
@@ -242,8 +245,9 @@ def set_attributes(conn: Connection, caller: Caller, plan_id: int, code: str, **
     return _Change([code])
 
 
-OPS = {"replace_geometry": replace_geometry, "split": split, "merge": merge, "move_buildings": move_buildings,
-       "set_attributes": set_attributes}
+OPS: dict[str, Callable[..., _Change]] = {
+    "replace_geometry": replace_geometry, "split": split, "merge": merge, "move_buildings": move_buildings,
+    "set_attributes": set_attributes}
 
 
 def grids_geojson(conn: Connection, caller: Caller, plan_id: int, target: int = 300,

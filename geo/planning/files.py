@@ -8,6 +8,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -215,7 +216,7 @@ def _text(values: pd.Series) -> pd.Series:
 def _attributes(frame: gpd.GeoDataFrame, geometry: gpd.GeoSeries) -> gpd.GeoDataFrame:
     lowered = {str(c).strip().lower(): c for c in frame.columns if c != frame.geometry.name}
     n = len(frame)
-    out = {"feature": np.arange(1, n + 1)}
+    out: dict[str, Any] = {"feature": np.arange(1, n + 1)}  # the feature numbers, then a Series per alias
     for key, names in ALIASES.items():
         column = next((lowered[a] for a in names if a in lowered), None)
         out[key] = _text(frame[column]) if column is not None else pd.Series([None] * n, index=frame.index,

@@ -165,7 +165,7 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
                                 "AND level = 'grid' AND left(code, 12) = :c ORDER BY code"),
                            conn, geom_col="geom", params={"v": plan_id, "c": community_code})
     new = new.reset_index(drop=True)
-    codes = list(new["code"]) if "code" in new else [None] * len(new)
+    codes: list[str | None] = list(new["code"]) if "code" in new else [None] * len(new)
     missing = [i for i, c in enumerate(codes) if not c]
     if missing:
         given = {c for c in codes if c}
@@ -175,7 +175,9 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
             codes[i] = code
     kept = old.set_index("code")
     rows = []
-    for i, code in enumerate(codes):
+    filled = [code for code in codes if code is not None]
+    assert len(filled) == len(codes)  # every grid has a code now
+    for i, code in enumerate(filled):
         def value(column, default=None, i=i, code=code):
             given = new[column].iloc[i] if column in new else None
             if given is not None and not pd.isna(given):
@@ -196,8 +198,8 @@ def replace_community_grids(conn: Connection, plan_id: int, community_code: str,
             VALUES (:code, 'grid', :name, :parent, :v, :kind, :worker_id, false,
                     ST_Multi(ST_SetSRID(ST_GeomFromWKB(decode(:wkb, 'hex')), 4326)))"""),
             [{**row, "parent": community.id, "v": plan_id} for row in rows])
-        recount(conn, plan_id, codes)
-    return codes
+        recount(conn, plan_id, filled)
+    return filled
 
 
 def _hand_over_workers(rows: list[dict], geoms, old: gpd.GeoDataFrame) -> None:

@@ -24,7 +24,7 @@ step by step (then fewer grids are tried) and the reason is recorded; nothing lo
 import math
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -142,6 +142,7 @@ def build_units(polygon, xy: np.ndarray, households: np.ndarray, roads=()) -> Un
 def _merge_empty(units: Units) -> Units:
     """Join each face without households (a piece of a Voronoi cell across a road from its building) to a
     neighbour in the same block: fewer nodes (Karhula 3,600 → ~2,300 faces), same road-following cuts."""
+    assert units.block is not None  # only called once the faces have their blocks
     a, b = units.edges[:, 0], units.edges[:, 1]
     same = units.block[a] == units.block[b]
     parent = np.arange(len(units.faces))
@@ -161,7 +162,7 @@ def _merge_empty(units: Units) -> Units:
                     parent[empty] = root(other)
     roots = np.array([root(i) for i in range(len(parent))])
     keep, group = np.unique(roots, return_inverse=True)
-    members = [[] for _ in keep]
+    members: list[list[int]] = [[] for _ in keep]
     for face, g in enumerate(group):
         members[g].append(face)
     edges = np.unique(np.sort(group[units.edges], axis=1), axis=0)
@@ -203,7 +204,7 @@ def _try_partition(graph, k: int, mean: float, epsilon: float, surcharge: dict |
                                 region_surcharge=surcharge, **kwargs)
 
     if k == 1:
-        flips = {n: 0 for n in graph.node_indices}
+        flips: dict[Hashable, Hashable] = {n: 0 for n in graph.node_indices}
     else:
         try:
             with warnings.catch_warnings():
@@ -216,7 +217,7 @@ def _try_partition(graph, k: int, mean: float, epsilon: float, surcharge: dict |
 
 
 def _parts(units: Units, nodes: np.ndarray, assignment: dict, k: int):
-    groups = [[] for _ in range(k)]
+    groups: list[list[int]] = [[] for _ in range(k)]
     for node, part in assignment.items():
         groups[part].append(int(nodes[node]))
     geoms = [_union(units.faces[g]) for g in groups]
@@ -275,7 +276,8 @@ def draft_community(polygon, xy: np.ndarray, households: np.ndarray, roads=(), t
     scale = _scale(polygon)
     for n, (kk, eps) in enumerate(tries):
         wanted = max(1, min(DRAWS, DRAWS * DRAW_NODES // len(nodes))) if n == 0 else 1
-        found, failed = [], 0
+        found: list[tuple[float, list[list[int]], list]] = []
+        failed = 0
         while len(found) < wanted and failed < RESTARTS:  # a failed run usually just painted itself into a corner
             check()
             assignment = _try_partition(graph, kk, weight.sum() / kk, eps, surcharge, rng, check)

@@ -239,7 +239,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
-            "(level = 'district' AND code ~ '^[0-9]{6}$') OR (level = 'street' AND code ~ '^[0-9]{9}$') OR (level = 'community' AND code ~ '^[0-9]{12}$') OR (level = 'grid' AND code ~ '^[0-9]{15}$')",
+            "(level = 'district' AND code ~ '^[0-9]{6}$') OR (level = 'street' AND code ~ '^[0-9]{9}$') "
+            "OR (level = 'community' AND code ~ '^[0-9]{12}$') OR (level = 'grid' AND code ~ '^[0-9]{15}$')",
             name="areas_code_digits",
         ),
         sa.CheckConstraint("(level = 'grid') = (version_id IS NOT NULL)", name="areas_only_grids_versioned"),
@@ -338,7 +339,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('unassigned', 'reported', 'filed', 'dispatched', 'in_progress', 'handled', 'verified', 'closed', 'returned', 'suspended', 'rejected', 'void')",
+            "status IN ('unassigned', 'reported', 'filed', 'dispatched', 'in_progress', 'handled', 'verified', "
+            "'closed', 'returned', 'suspended', 'rejected', 'void')",
             name="incidents_status",
         ),
         sa.CheckConstraint("escalation_level BETWEEN 0 AND 3", name="incidents_escalation_level"),
