@@ -1,6 +1,6 @@
 """Response shapes for OpenAPI: the GeoJSON Features and FeatureCollections the routes send.
 
-The bytes still come from PostGIS (`json_build_object`) or from the lean builders; these models document
+The bytes come from PostGIS (`json_build_object`) or from the Feature builders in geo/; these models document
 them, and tests check real replies against them.
 """
 
@@ -141,22 +141,13 @@ class ResponderProperties(BaseModel):
     is_synthetic: bool
 
 
-class CandidateProperties(BaseModel):
-    """A responder near the point, ranked by distance or road time."""
+class CandidateProperties(ResponderProperties):
+    """A responder near the point (the responder's own properties, then how near it is)."""
 
-    responder_id: int
-    name: str
-    role: str
-    status: str
-    distance_m: float
-    eta_s: float
-    position_at: datetime
-    position_age_s: float
-    stale: bool
-    same_grid: bool
-    home_grid_code: str | None
-    phone: str | None
-    department: str | None
+    distance_m: float = Field(description="geodesic metres (network mode: the straight-line metres it ranked by)")
+    eta_s: float | None = Field(description="straight mode: distance / speed; network mode: road seconds, null "
+                                            "when unreachable")
+    same_grid: bool = Field(description="its home grid is the grid under the point")
 
 
 class NearestQuery(BaseModel):

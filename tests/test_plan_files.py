@@ -382,14 +382,14 @@ def test_import_body_over_the_limit_gets_413(settings, admin_headers):
         assert reply.status_code == 413 and "2,048 bytes" in reply.json()["error"]["message"]
 
 
-# ------------------------------------------------------------------------------------------ POST /plans file
+# -------------------------------------------------------------------------------- POST /plans/from-file
 
 def test_post_plans_with_a_file_starts_a_draft_from_it(client, admin_headers, engine, drafts, active, tmp_path):
     community = community_with_grids(engine, active)
     grids = db_grids(engine, active, community)
     merged = gpd.GeoDataFrame({"网格编码": [grids.index[0]], "网格名称": ["合并网格"]},
                               geometry=[shapely.union_all(grids.geometry.values[:2])], crs=4326)
-    reply = client.post("/plans", content=file_bytes(merged, tmp_path, "GeoJSON"),
+    reply = client.post("/plans/from-file", content=file_bytes(merged, tmp_path, "GeoJSON"),
                         headers={**admin_headers, "Content-Type": "application/geo+json"},
                         params={"filename": "合并.geojson"})
     assert reply.status_code == 201, reply.text
@@ -401,8 +401,8 @@ def test_post_plans_with_a_file_starts_a_draft_from_it(client, admin_headers, en
     after = db_grids(engine, plan["id"], community)
     assert list(after.index) == [grids.index[0]] and after["name"].iloc[0] == "合并网格"
     assert same_land(after.geometry.iloc[0], merged.geometry.iloc[0])
-    bad = client.post("/plans", content=b"PAR1 nope", headers={**admin_headers, "Content-Type": "application/x"},
-                      params={"name": "broken"})
+    bad = client.post("/plans/from-file", content=b"PAR1 nope",
+                      headers={**admin_headers, "Content-Type": "application/x"}, params={"name": "broken"})
     assert bad.status_code == 400 and ACCEPTED in bad.json()["error"]["message"]
     assert "broken" not in [p["name"] for p in client.get("/plans", headers=admin_headers).json()]
     assert client.post("/plans", json={"note": "no name"}, headers=admin_headers).status_code == 422

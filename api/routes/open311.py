@@ -219,6 +219,31 @@ def _request_id(value: str) -> int:
     return int(value)
 
 
+def _new_request(params: dict[str, list[str]]) -> open311.NewRequest:
+    """POST requests' parameters checked (400 in the spec's format, saying what to send) and put in WGS84."""
+    code = _first(params, "service_code")
+    if code is None:
+        raise SpecError(400, "service_code was not provided; GET services.json lists the valid codes.")
+    lat, lon = _float(params, "lat"), _float(params, "long")
+    if lat is None or lon is None:
+        if _first(params, "address_string") or _first(params, "address_id"):
+            raise SpecError(400, "This server places requests on its grids by lat and long; "
+                                 "send both with address_string (there is no geocoder for addresses).")
+        raise SpecError(400, "A location is required: send both lat and long (WGS84).")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise SpecError(400, f"lat {lat} / long {lon} are out of range (lat -90..90, long -180..180; swapped?).")
+    input_crs = crs.normalize_crs(_first(params, "crs") or "EPSG:4326")
+    lon, lat = crs.to_wgs84(lon, lat, input_crs)
+    contact = {name: value for name in open311.CONTACT_FIELDS if (value := _first(params, name))}
+    long_fields = [name for name, value in contact.items() if len(value) > MAX_CONTACT]
+    if long_fields:
+        raise SpecError(400, f"{', '.join(long_fields)} may be at most {MAX_CONTACT} characters.")
+    return open311.NewRequest(
+        service_code=code, lon=lon, lat=lat, input_crs=input_crs, description=_first(params, "description"),
+        public={name: value for name in open311.PUBLIC_FIELDS if (value := _first(params, name))},
+        contact=contact, attributes=_attributes(params))
+
+
 # -- endpoints -----------------------------------------------------------------------------------------------
 
 @router.get("/discovery.{fmt}", summary="Service discovery")
@@ -313,30 +338,7 @@ async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
             key = authorization[7:].strip()
         caller = await _caller(request, conn, key, required=True)
         assert caller is not None  # required: a missing key was refused above
-        code = _first(params, "service_code")
-        if code is None:
-            raise SpecError(400, "service_code was not provided; GET services.json lists the valid codes.")
-        lat, lon = _float(params, "lat"), _float(params, "long")
-        if lat is None or lon is None:
-            if _first(params, "address_string") or _first(params, "address_id"):
-                raise SpecError(400, "This server places requests on its grids by lat and long; "
-                                     "send both with address_string (there is no geocoder for addresses).")
-            raise SpecError(400, "A location is required: send both lat and long (WGS84).")
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise SpecError(400, f"lat {lat} / long {lon} are out of range (lat -90..90, long -180..180; "
-                                 "swapped?).")
-        input_crs = crs.normalize_crs(_first(params, "crs") or "EPSG:4326")
-        lon, lat = crs.to_wgs84(lon, lat, input_crs)
-        contact = {name: value for name in open311.CONTACT_FIELDS if (value := _first(params, name))}
-        long_fields = [name for name, value in contact.items() if len(value) > MAX_CONTACT]
-        if long_fields:
-            raise SpecError(400, f"{', '.join(long_fields)} may be at most {MAX_CONTACT} characters.")
-        reply = await open311.create(conn, caller, open311.NewRequest(
-            service_code=code, lon=lon, lat=lat, input_crs=input_crs, description=_first(params, "description"),
-            public={name: _first(params, name) for name in open311.PUBLIC_FIELDS if _first(params, name)},
-            contact=contact, attributes=_attributes(params),
-        ))
-        return [reply]
+        return [await open311.create(conn, caller, _new_request(params))]
     return await _answer(fmt, "service_requests", produce)
 
 

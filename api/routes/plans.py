@@ -1,13 +1,10 @@
-"""Plans (draft grid versions): create (also from a file), list, read, discard."""
+"""Plans (draft grid versions): create (as a copy, or from a file), list, read, discard."""
 
 import re
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.routes import plan_files as files
@@ -27,44 +24,26 @@ class NewPlan(BaseModel):
     based_on: int | None = Field(default=None, ge=1, description="Version to copy; default: the active one")
 
 
-def _new_plan(raw: bytes) -> NewPlan | None:
-    """The JSON body as NewPlan, or None when it is a GeoJSON document (a file to start the plan from)."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RequestValidationError([{"loc": ("body",), "msg": f"JSON decode error: {exc}",
-                                       "type": "json_invalid"}]) from exc
-    if isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature"):
-        return None
-    try:
-        return NewPlan.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+@router.post("/plans", status_code=201)
+def create_plan(body: NewPlan, caller: CurrentCaller, engine: SyncEngine) -> dict:
+    """Start a draft as a copy of a version (default: the active one) with its grids, kinds and workers;
+    edit it, validate, publish. To start from a grid file instead, POST it to /plans/from-file."""
+    caller.require_role(*plans.WRITE_ROLES)
+    with engine.begin() as conn:
+        return plans.create(conn, caller, body.name, body.note, body.based_on)
 
 
-@router.post("/plans", status_code=201, openapi_extra={"requestBody": {"required": True, "content": {
-    "application/json": {"schema": NewPlan.model_json_schema()}, **files.UPLOAD_MEDIA}}})
-async def create_plan(
+@router.post("/plans/from-file", status_code=201, openapi_extra=files.UPLOAD_BODY)
+async def create_plan_from_file(
     request: Request, caller: CurrentCaller, engine: SyncEngine, settings: SettingsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200,
-                                      description="file uploads: the plan's name (default: the file name)")] = None,
-    note: Annotated[str | None, Query(max_length=4000, description="file uploads: a note")] = None,
+                                      description="the plan's name (default: the file name)")] = None,
+    note: Annotated[str | None, Query(max_length=4000)] = None,
     format: files.FileFormat = None, filename: files.FileName = None, crs: files.FileCrs = None,
 ):
-    """Start a draft as a copy of the active version (grids, kinds, workers); edit it, validate, publish.
-
-    Send JSON {name, note, based_on}; or send a grid file as the body (as for POST /plans/{id}/import) to start
-    the draft from it: the active version is copied and the file imported into it in one transaction, and the
-    reply adds the import report under `import`."""
+    """Start a draft from a grid file sent as the body (as for POST /plans/{id}/import): the active version is
+    copied and the file imported into it in one transaction; the reply adds the import report under `import`."""
     caller.require_role(*plans.WRITE_ROLES)
-    if format is None and files.content_type_of(request) in ("application/json", ""):
-        body = _new_plan(await request.body())
-        if body is not None:
-            def create() -> dict:
-                with engine.begin() as conn:
-                    return plans.create(conn, caller, body.name, body.note, body.based_on)
-
-            return await run_in_threadpool(create)
     crs = crs_.normalize_crs(crs) if crs else None
 
     def work(path, fmt: str | None, file_name: str | None) -> dict:

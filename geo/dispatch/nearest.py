@@ -4,13 +4,11 @@ import functools
 import inspect
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
 
 from geo.auth import Caller
-from geo.dispatch.responders import FRESH, VISIBLE
+from geo.dispatch.responders import COLUMNS, FRESH, VISIBLE, feature, round_to, session_zone
 from geo.errors import Conflict, DomainError, InvalidInput, NotFound
 from geo.incidents import intake as incidents
 from geo.incidents import workflow
@@ -58,12 +56,9 @@ _GRID = f"""(SELECT a.code FROM areas a
     WHERE a.level = 'grid' AND a.version_id = (SELECT id FROM grid_versions WHERE status = 'active')
       AND ST_Covers(a.geom, {_POINT})
     ORDER BY a.code LIMIT 1)"""
-# Per responder: what the Feature needs (built in Python by feature(): JSON, time formatting and ages cost the
-# database more than they cost Python) and its geodesic metres on the WGS84 spheroid.
-_COLUMNS = """r.id, r.name, r.role, r.status, r.home_grid_code, r.phone, r.department_code, r.position_at,
-       ST_X(r.position) AS lon, ST_Y(r.position) AS lat,
-       ST_Distance(geography(r.position), {point}) AS distance_m"""
-_COLUMNS = _COLUMNS.format(point=_POINT_GEOGRAPHY)
+# Per responder: what its Feature needs (geo.dispatch.responders.feature, built in Python: JSON, time formatting
+# and rounding cost the database more than Python) and its geodesic metres on the WGS84 spheroid.
+_COLUMNS = f"{COLUMNS}, ST_Distance(geography(r.position), {_POINT_GEOGRAPHY}) AS distance_m"
 
 # One KNN scan (`<->`, GiST) in Web Mercator (responders.position_3857) takes the :m nearest candidates, in that
 # order, with their geodesic metres and Mercator distance; ranked() keeps the k nearest by (metres, id). They are
@@ -72,7 +67,7 @@ _COLUMNS = _COLUMNS.format(point=_POINT_GEOGRAPHY)
 # (1 in 1,000 with :m = k + 2), NEAREST_SQL answers instead. The grid covering the point and the database clock come
 # back on every row (a row of nulls when no responder passes the filters).
 CANDIDATES_SQL = f"""
-SELECT {_GRID} AS grid_code, now() AS db_now, cand.*
+SELECT {_GRID} AS grid_code, cand.*
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (
     SELECT {_COLUMNS}, r.position_3857 <-> {_POINT_3857} AS mercator
@@ -93,7 +88,7 @@ cand AS (
 bound AS (
     SELECT least(max(ST_Distance(geography(c.position), geography(pt.g))), CAST(:max_distance AS float8)) AS d
     FROM cand c, pt)
-SELECT {_GRID} AS grid_code, now() AS db_now, near.*
+SELECT {_GRID} AS grid_code, near.*
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (
     SELECT {_COLUMNS}
@@ -136,34 +131,12 @@ def proven(rows, near, lat: float, k: int, m: int, max_distance: float | None) -
 
 
 @functools.lru_cache(maxsize=8)
-def _zone(name: str):
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
-def _round(value: float, scale: float) -> float:
-    """`value` to 1/scale (e.g. 100.0: two decimals): round(value, 2)'s digits at half the cost, since int / 10ⁿ
-    is the double nearest the decimal (it differs from round() only within float error of a tie)."""
-    return round(value * scale) / scale
-
-
-def feature(row, grid_code: str | None, speed_mps: float, now: datetime, max_age_s: float, zone) -> dict:
-    """A responder row of CANDIDATES_SQL or NEAREST_SQL as the Feature /dispatch/nearest returns: times in `zone`
-    (the session's, as JSON from SQL shows them), age and staleness against the database clock `now`."""
-    responder_id, metres, at, home = row["id"], row["distance_m"], row["position_at"], row["home_grid_code"]
-    age = None if at is None else now - at
-    return {"type": "Feature", "id": responder_id,
-            "geometry": {"type": "Point", "coordinates": [_round(row["lon"], 1e7), _round(row["lat"], 1e7)]},
-            "properties": {
-                "responder_id": responder_id, "name": row["name"], "role": row["role"], "status": row["status"],
-                "distance_m": _round(metres, 100.0), "eta_s": _round(metres / speed_mps, 10.0),
-                "position_at": None if at is None else at.astimezone(zone).isoformat(),
-                "position_age_s": None if age is None else _round(age.total_seconds(), 10.0),
-                "stale": age is None or age > timedelta(seconds=max_age_s),  # geo.responders.FRESH
-                "same_grid": grid_code is not None and home == grid_code,
-                "home_grid_code": home, "phone": row["phone"], "department": row["department_code"]}}
+def nearest_feature(row, grid_code: str | None, speed_mps: float, tz) -> dict:
+    """A responder row of CANDIDATES_SQL or NEAREST_SQL as /dispatch/nearest returns it: the responder's Feature
+    with its geodesic distance, straight-line ETA and whether its home grid is the grid under the point."""
+    metres = row["distance_m"]
+    return feature(row, tz, distance_m=round_to(metres, 100.0), eta_s=round_to(metres / speed_mps, 10.0),
+                   same_grid=grid_code is not None and row["home_grid_code"] == grid_code)
 
 
 @dataclass
@@ -207,8 +180,8 @@ async def nearest(conn, caller: Caller, query: Nearest, *, max_age_s: float, spe
     if not proven(rows, near, query.lat, k, m, query.max_distance_m):
         rows = await _NEAREST.fetch(conn, **params)
         near = ranked(rows, k, None)
-    grid_code, now, zone = rows[0]["grid_code"], rows[0]["db_now"], _zone(conn.get_settings().TimeZone)
-    features = [feature(row, grid_code, speed_mps, now, max_age_s, zone) for row in near]
+    grid_code, tz = rows[0]["grid_code"], session_zone(conn)
+    features = [nearest_feature(row, grid_code, speed_mps, tz) for row in near]
     if query.mode == "network":
         features = (await _network_rerank(conn, query, near, features))[:query.k]
     return NearestResult(features, [f["id"] for f in features], grid_code, query.mode)
