@@ -1,7 +1,9 @@
-"""Response shapes for OpenAPI: the GeoJSON Features and FeatureCollections the routes send.
+"""Response shapes for OpenAPI: GeoJSON, areas, incidents (and their bulk import), responders, health.
 
-The bytes come from PostGIS (`json_build_object`) or from the Feature builders in geo/; these models document
-them, and tests check real replies against them.
+The bytes come from PostGIS (`json_build_object`) or from the builders in geo/; these models document them
+(routes name them in `responses=`, never as `response_model=`, so nothing re-validates what is sent), and
+tests check real replies against them. Plans and jobs are in api.schemas_plans, analyses in
+api.schemas_analysis, Open311 in api.schemas_open311.
 """
 
 from datetime import datetime
@@ -43,6 +45,19 @@ class FeatureCollection(BaseModel, Generic[P]):
     numberReturned: int
     links: list[Link]
     features: list[Feature[P]]
+
+
+class Features(BaseModel, Generic[P]):
+    """A FeatureCollection inside a JSON reply (all of it, no paging)."""
+
+    type: Literal["FeatureCollection"]
+    features: list[Feature[P]]
+
+
+class TruncatedFeatures(Features[P], Generic[P]):
+    """A FeatureCollection inside a JSON reply, cut at the route's feature limit."""
+
+    truncated: bool = Field(description="more Features exist than are listed (max_features)")
 
 
 class AreaRef(BaseModel):
@@ -124,6 +139,35 @@ class IncidentProperties(BaseModel):
     events: list[dict[str, Any]] | None = Field(description="the event log, on single-incident reads")
 
 
+class BulkReject(BaseModel):
+    """A row of a bulk import that was not filed, and why."""
+
+    line: int = Field(description="CSV: the physical line; GeoJSON/GeoPackage: the 1-based feature number")
+    reason: str
+    fid: int | str | None = Field(None, description="GeoJSON/GeoPackage: the feature's FID")
+    nearest_grid: str | None = Field(None, description="outside every grid: the nearest grid")
+    distance_m: float | None = Field(None, description="outside every grid: metres to that grid")
+
+
+class BulkImportReport(BaseModel):
+    """What POST /incidents/bulk did: every row was filed or rejected, all in one transaction."""
+
+    batch_id: str = Field(description="the batch's id in the audit log and in the incidents' events")
+    file_name: str | None
+    format: str | None = Field(description="csv, geojson or gpkg")
+    crs: str | None = Field(description="the CRS the coordinates were read in")
+    grid_version: int | None = Field(description="the active grid version the rows were assigned under")
+    total_rows: int
+    imported: int
+    duplicates: int = Field(description="imported rows linked as likely duplicates of open incidents")
+    rejected_count: int
+    rejected: list[BulkReject] = Field(description="the first 1000 rejected rows, in line order")
+    report_truncated: bool = Field(description="more rows were rejected than `rejected` lists")
+    blank_lines: int
+    ignored_columns: list[str] = Field(description="columns of the file that were not read")
+    seconds: float
+
+
 class ResponderProperties(BaseModel):
     """A responder and its last position."""
 
@@ -167,6 +211,15 @@ class NearestResponders(BaseModel):
     numberReturned: int
     query: NearestQuery
     features: list[Feature[CandidateProperties]]
+
+
+class PositionBatch(BaseModel):
+    """What a batch of position pings did."""
+
+    received: int
+    written: int = Field(description="pings appended to the tracks")
+    positions_updated: int = Field(description="responders whose last position moved (the ping was newer)")
+    responders: int = Field(description="distinct responders in the batch")
 
 
 class Health(BaseModel):

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query
 
 from api.deps import Conn, CurrentCaller
 from api.params import AREA_CODE
+from api.schemas_analysis import Performance
 from geo.incidents import metrics
 
 router = APIRouter(tags=["analysis"])
 
 
-@router.get("/analysis/performance")
+@router.get("/analysis/performance", responses={200: {"model": Performance}})
 async def performance(
     conn: Conn, caller: CurrentCaller,
     area: Annotated[str | None, Query(pattern=AREA_CODE,

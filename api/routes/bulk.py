@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
+from api.schemas import BulkImportReport
 from api.uploads import spooled
 from geo import crs as crs_
 from geo.auth import Caller
@@ -46,7 +47,7 @@ def _import(engine: Engine, path: str, format: str | None, crs: str, caller: Cal
     "text/csv": {"schema": {"type": "string"}},
     "application/geo+json": {"schema": {"type": "object"}},
     "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
-}}})
+}}}, responses={200: {"model": BulkImportReport}})
 async def bulk_import(
     request: Request, caller: CurrentCaller, settings: SettingsDep, engine: SyncEngine,
     format: Annotated[Literal["csv", "geojson", "gpkg"] | None,

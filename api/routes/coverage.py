@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
 from api.params import AREA_CODE
+from api.schemas_analysis import GridCoverage, Hotspots, ResponseCoverage, Staffing, Stationing
 from geo.analysis import coverage
 from geo.analysis import hotspots as hotspot_analysis
 from geo.analysis import stationing as stationing_analysis
@@ -25,7 +26,7 @@ def _max_age(settings, value: float | None) -> float:
     return value if value is not None else settings.position_max_age_s
 
 
-@router.get("/analysis/coverage")
+@router.get("/analysis/coverage", responses={200: {"model": GridCoverage}})
 async def grid_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
                         min_area_m2: Annotated[float, Query(ge=0, description="smaller parts are slivers")] = 1.0
                         ) -> dict:
@@ -34,7 +35,7 @@ async def grid_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep
     return await coverage.grid_coverage(conn, caller, area, min_area_m2, settings.max_features)
 
 
-@router.get("/analysis/staffing")
+@router.get("/analysis/staffing", responses={200: {"model": Staffing}})
 async def staffing(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
                    target: Annotated[int, Query(gt=0)] = 300,
                    tolerance: Annotated[float, Query(ge=0, lt=1)] = 0.15,
@@ -48,7 +49,7 @@ async def _response(conn, caller, settings, area, distance, mode, max_age_s, min
                                             settings.max_features, mode=mode, minutes=minutes, engine=engine)
 
 
-@router.get("/analysis/response-coverage")
+@router.get("/analysis/response-coverage", responses={200: {"model": ResponseCoverage}})
 async def response_coverage(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
                             distance: Annotated[float, Query(gt=0, le=50_000, description="metres")] = 500,
                             mode: Literal["straight", "network"] = "straight",
@@ -59,7 +60,8 @@ async def response_coverage(conn: Conn, caller: CurrentCaller, settings: Setting
     return await _response(conn, caller, settings, area, distance, mode, max_age_s, minutes, engine)
 
 
-@router.get("/analysis/response-coverage/chart.svg", response_class=Response)
+@router.get("/analysis/response-coverage/chart.svg", response_class=Response,
+            responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}})
 async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: SettingsDep, area: AreaCode = None,
                                   distance: Annotated[float, Query(gt=0, le=50_000)] = 500,
                                   mode: Literal["straight", "network"] = "straight",
@@ -82,7 +84,7 @@ class StationingIn(BaseModel):
     max_age_s: float | None = Field(None, gt=0, description="freshness cut-off for today's positions")
 
 
-@router.post("/analysis/stationing")
+@router.post("/analysis/stationing", responses={200: {"model": Stationing}})
 async def stationing(body: StationingIn, conn: Conn, caller: CurrentCaller, settings: SettingsDep) -> dict:
     """MCLP posts for K responders within D, LSCP fewest posts for everyone, compared with today's positions."""
     area = await coverage.resolve_area(conn, caller, body.area)
@@ -93,7 +95,7 @@ async def stationing(body: StationingIn, conn: Conn, caller: CurrentCaller, sett
     return {"area": area.as_json(), **result}
 
 
-@router.get("/analysis/hotspots")
+@router.get("/analysis/hotspots", responses={200: {"model": Hotspots}})
 async def hotspots(conn: Conn, caller: CurrentCaller, area: AreaCode = None,
                    start: Annotated[str | None, Query(alias="from",
                                                       description="ISO date (default: to - 30 days)")] = None,

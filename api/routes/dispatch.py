@@ -19,7 +19,15 @@ from api.params import (
     page_limit,
     parse_bbox,
 )
-from api.schemas import Feature, FeatureCollection, NearestResponders, ResponderProperties, geojson
+from api.schemas import (
+    Feature,
+    FeatureCollection,
+    IncidentProperties,
+    NearestResponders,
+    PositionBatch,
+    ResponderProperties,
+    geojson,
+)
 from api.settings import Settings
 from geo import crs
 from geo.dispatch import nearest as dispatch
@@ -169,7 +177,7 @@ async def post_position(responder_id: int, body: PositionIn, conn: Conn, caller:
     return response
 
 
-@router.post("/responders/positions", tags=["responders"])
+@router.post("/responders/positions", tags=["responders"], responses={200: {"model": PositionBatch}})
 async def post_positions(body: list[PingIn] | PingBatch, conn: Conn, caller: CurrentCaller) -> Response:
     """A batch of pings (a JSON array, or {"crs": ..., "pings": [...]}), up to 10,000: all written or none.
 
@@ -208,7 +216,8 @@ def nearest_body(found: dispatch.NearestResult, lon: float, lat: float, speed_mp
                          "features": found.features})
 
 
-@router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"])
+@router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"],
+             responses=geojson(Feature[IncidentProperties]))
 async def dispatch_incident(incident_id: int, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
                             body: DispatchIn | None = None) -> GeoJSONResponse:
     """Send a responder (default: the nearest available with a fresh position): it becomes busy and the

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
 from api.params import AREA_ABOVE_GRID_CODE
+from api.schemas_plans import Job
 from geo import jobs
 from geo.planning import propose
 
@@ -35,7 +36,7 @@ def _links(job: dict) -> dict:
     return {**job, "links": links}
 
 
-@router.get("/jobs/{job_id}", tags=["jobs"])
+@router.get("/jobs/{job_id}", tags=["jobs"], responses={200: {"model": Job}})
 def get_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """A background job: status (queued, running, done, failed, cancelled), progress 0..1, what it is doing
     now (message), its parameters, and its result or error."""
@@ -43,7 +44,7 @@ def get_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict:
         return _links(jobs.get(conn, caller, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses={200: {"model": Job}})
 def cancel_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """Cancel a queued or running job; a running one stops at its next step and writes nothing (409 if it
     has already finished)."""
@@ -61,7 +62,7 @@ class Proposal(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**63, description="Same seed, same draft (default: random)")
 
 
-@router.post("/plans/{plan_id}/propose", status_code=202)
+@router.post("/plans/{plan_id}/propose", status_code=202, responses={202: {"model": Job}})
 def propose_grids(plan_id: PlanId, body: Proposal, caller: CurrentCaller, engine: SyncEngine, runner: JobRunner,
                   response: Response) -> dict:
     """Start an automatic draft: contiguous, compact grids of about `target` households (± tolerance) for every

@@ -18,6 +18,14 @@ from fastapi.responses import Response
 from starlette.routing import Match
 
 from api.deps import Conn, SettingsDep, cached_caller
+from api.schemas_open311 import (
+    Open311Created,
+    Open311Discovery,
+    Open311Request,
+    Open311Service,
+    Open311ServiceDefinition,
+    spec_reply,
+)
 from geo import crs, errors, open311
 from geo.auth import Caller
 from geo.incidents.timelimits import TZ
@@ -246,7 +254,7 @@ def _new_request(params: dict[str, list[str]]) -> open311.NewRequest:
 
 # -- endpoints -----------------------------------------------------------------------------------------------
 
-@router.get("/discovery.{fmt}", summary="Service discovery")
+@router.get("/discovery.{fmt}", summary="Service discovery", responses=spec_reply(Open311Discovery))
 async def discovery(request: Request, fmt: str) -> Response:
     """Where the GeoReport v2 endpoint is, which formats it speaks and how to get an api_key."""
     async def produce():
@@ -266,7 +274,7 @@ async def discovery(request: Request, fmt: str) -> Response:
     return await _answer(fmt, "discovery", produce)
 
 
-@router.get("/services.{fmt}", summary="GET Service List")
+@router.get("/services.{fmt}", summary="GET Service List", responses=spec_reply(list[Open311Service]))
 async def service_list(request: Request, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
     """The incident categories as services: service_code is the category code, group the department."""
     async def produce():
@@ -275,7 +283,8 @@ async def service_list(request: Request, fmt: str, conn: Conn, settings: Setting
     return await _answer(fmt, "services", produce)
 
 
-@router.get("/services/{code}.{fmt}", summary="GET Service Definition")
+@router.get("/services/{code}.{fmt}", summary="GET Service Definition",
+            responses=spec_reply(Open311ServiceDefinition))
 async def service_definition(request: Request, code: str, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
     """The spec's service definition (no service needs extra attributes: metadata is false)."""
     async def produce():
@@ -284,7 +293,7 @@ async def service_definition(request: Request, code: str, fmt: str, conn: Conn, 
     return await _answer(fmt, "service_definition", produce)
 
 
-@router.get("/requests.{fmt}", summary="GET Service Requests")
+@router.get("/requests.{fmt}", summary="GET Service Requests", responses=spec_reply(list[Open311Request]))
 async def request_list(request: Request, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
     """Requests newest first: the last 90 days by default, at most 90 days and 1000 requests.
 
@@ -312,7 +321,8 @@ async def request_list(request: Request, fmt: str, conn: Conn, settings: Setting
     return await _answer(fmt, "service_requests", produce)
 
 
-@router.get("/requests/{request_id}.{fmt}", summary="GET Service Request")
+@router.get("/requests/{request_id}.{fmt}", summary="GET Service Request",
+            responses=spec_reply(list[Open311Request]))
 async def single_request(request: Request, request_id: str, fmt: str, conn: Conn,
                          settings: SettingsDep) -> Response:
     """One request, as a one-element array."""
@@ -322,7 +332,7 @@ async def single_request(request: Request, request_id: str, fmt: str, conn: Conn
     return await _answer(fmt, "service_requests", produce)
 
 
-@router.post("/requests.{fmt}", summary="POST Service Request")
+@router.post("/requests.{fmt}", summary="POST Service Request", responses=spec_reply(list[Open311Created]))
 async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
     """Create a request from form-encoded parameters; api_key is the reporter's Wangge token.
 

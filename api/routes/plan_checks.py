@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
+from api.schemas_plans import PlanValidation, SliversFixed
 from geo.planning import validation as pv
 
 router = APIRouter(tags=["plans"])
@@ -15,7 +16,7 @@ SliverM2 = Annotated[float, Query(ge=0, le=pv.MAX_SLIVER_M2, description="gaps/o
                                   "many m² are drawing slivers (severity fixable)")]
 
 
-@router.get("/plans/{plan_id}/validation")
+@router.get("/plans/{plan_id}/validation", responses={200: {"model": PlanValidation}})
 def validate_plan(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
                   target: Annotated[float, Query(gt=0, description="households per grid")] = pv.TARGET,
                   tolerance: Annotated[float, Query(ge=0, lt=1, description="band: target × (1 ± tolerance)")]
@@ -36,7 +37,7 @@ class FixSlivers(BaseModel):
     sliver_m2: float = Field(default=pv.SLIVER_M2, ge=0, le=pv.MAX_SLIVER_M2)
 
 
-@router.post("/plans/{plan_id}/fix-slivers")
+@router.post("/plans/{plan_id}/fix-slivers", responses={200: {"model": SliversFixed}})
 def fix_slivers(plan_id: PlanId, body: FixSlivers, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """Snap every fixable sliver of a draft away in one step: sliver overlaps stay with the lowest code, sliver
     parts outside the community are clipped, sliver gaps join the neighbour with the longest shared edge.

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.deps import CurrentCaller, SyncEngine
 from api.geojson import GeoJSONResponse, feature_collection
 from api.params import COMMUNITY_CODE, GRID_CODE
+from api.schemas import FeatureCollection, geojson
+from api.schemas_plans import PlanEdit, PlanGridProperties
 from geo.planning import edits as plan_edits
 
 router = APIRouter(tags=["plans"])
@@ -101,7 +103,7 @@ class SetAttributes(_Edit):
 Edit = Annotated[ReplaceGeometry | Split | Merge | MoveBuildings | SetAttributes, Field(discriminator="op")]
 
 
-@router.post("/plans/{plan_id}/edits")
+@router.post("/plans/{plan_id}/edits", responses={200: {"model": PlanEdit}})
 def edit_plan(plan_id: PlanId, body: Annotated[Edit, Body()], caller: CurrentCaller, engine: SyncEngine,
               target: Target = 300) -> dict:
     """Apply one edit to a draft (ops: replace_geometry, split, merge, move_buildings, set_attributes).
@@ -117,7 +119,8 @@ def edit_plan(plan_id: PlanId, body: Annotated[Edit, Body()], caller: CurrentCal
         return plan_edits.apply(conn, caller, plan_id, body.revision, body.op, target=target, **params)
 
 
-@router.get("/plans/{plan_id}/grids", response_class=GeoJSONResponse)
+@router.get("/plans/{plan_id}/grids", response_class=GeoJSONResponse,
+            responses=geojson(FeatureCollection[PlanGridProperties]))
 def plan_grids(request: Request, plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine, target: Target = 300,
                community: Annotated[str | None, Query(pattern=COMMUNITY_CODE,
                                                       description="Only this community's grids")] = None

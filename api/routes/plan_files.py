@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.errors import error_body
 from api.routes.bulk import _DISPOSITION
+from api.schemas_plans import PlanImport
 from api.uploads import spooled
 from geo import crs as crs_
 from geo.errors import InvalidInput
@@ -67,7 +68,7 @@ async def receive(request: Request, limit: int, format: str | None, filename: st
             return JSONResponse(error_body(exc.code, exc.message, exc.field, features=exc.features), 400)
 
 
-@router.post("/plans/{plan_id}/import", openapi_extra=UPLOAD_BODY)
+@router.post("/plans/{plan_id}/import", openapi_extra=UPLOAD_BODY, responses={200: {"model": PlanImport}})
 async def import_file(
     plan_id: PlanId, request: Request, caller: CurrentCaller, settings: SettingsDep, engine: SyncEngine,
     revision: Annotated[int, Query(ge=0, description="the plan's current revision (GET /plans/{id})")],

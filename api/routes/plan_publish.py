@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SyncEngine
+from api.schemas_plans import PlanDiff, Published
 from geo.planning import diff as plan_diff
 from geo.planning import publish
 
@@ -21,7 +22,7 @@ class Publish(BaseModel):
                                                    "is no longer active (that would undo what was published since)")
 
 
-@router.get("/plans/{plan_id}/diff")
+@router.get("/plans/{plan_id}/diff", responses={200: {"model": PlanDiff}})
 def plan_diff_(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
                against: Annotated[str, Query(pattern=r"^(active|[0-9]+)$",
                                              description="'active' or a grid version id")] = "active",
@@ -35,7 +36,7 @@ def plan_diff_(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
         return plan_diff.diff(conn, caller, plan_id, against, limit)
 
 
-@router.post("/plans/{plan_id}/publish")
+@router.post("/plans/{plan_id}/publish", responses={200: {"model": Published}})
 def publish_plan(plan_id: PlanId, body: Publish, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """Make a validated draft the active version in one step: the previous one is retired, open incidents move to
     the new grids and their workers (each change logged), closed incidents keep their history. 409 while the plan

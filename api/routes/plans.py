@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentCaller, SettingsDep, SyncEngine
 from api.routes import plan_files as files
+from api.schemas_plans import PlanFromFile, PlanSummary
 from geo import crs as crs_
 from geo.planning import files as plan_files
 from geo.planning import plans
@@ -24,7 +25,7 @@ class NewPlan(BaseModel):
     based_on: int | None = Field(default=None, ge=1, description="Version to copy; default: the active one")
 
 
-@router.post("/plans", status_code=201)
+@router.post("/plans", status_code=201, responses={201: {"model": PlanSummary}})
 def create_plan(body: NewPlan, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """Start a draft as a copy of a version (default: the active one) with its grids, kinds and workers;
     edit it, validate, publish. To start from a grid file instead, POST it to /plans/from-file."""
@@ -33,7 +34,8 @@ def create_plan(body: NewPlan, caller: CurrentCaller, engine: SyncEngine) -> dic
         return plans.create(conn, caller, body.name, body.note, body.based_on)
 
 
-@router.post("/plans/from-file", status_code=201, openapi_extra=files.UPLOAD_BODY)
+@router.post("/plans/from-file", status_code=201, openapi_extra=files.UPLOAD_BODY,
+             responses={201: {"model": PlanFromFile}})
 async def create_plan_from_file(
     request: Request, caller: CurrentCaller, engine: SyncEngine, settings: SettingsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200,
@@ -56,14 +58,14 @@ async def create_plan_from_file(
     return await files.receive(request, settings.bulk_max_bytes, format, filename, work)
 
 
-@router.get("/plans")
+@router.get("/plans", responses={200: {"model": list[PlanSummary]}})
 def list_plans(caller: CurrentCaller, engine: SyncEngine) -> list[dict]:
     """Every grid version (drafts, the active one, retired ones), newest first."""
     with engine.connect() as conn:
         return plans.list_(conn, caller)
 
 
-@router.get("/plans/{plan_id}")
+@router.get("/plans/{plan_id}", responses={200: {"model": PlanSummary}})
 def get_plan(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """One plan: status, revision (send it with every edit), grid and household counts."""
     with engine.connect() as conn:
