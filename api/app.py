@@ -11,7 +11,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, fast
+from api import errors, fast, policy
+from api.deps import get_caller
 from api.limits import BodyLimit
 from api.routes import (
     analysis,
@@ -78,11 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={"/incidents/bulk": settings.bulk_max_bytes,
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
-                               r"/plans(/\d+/import)?$": settings.bulk_max_bytes})  # plan files
-    for module in (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
-                   plan_checks, plan_files, plan_publish, jobs):
+                               r"/plans/(from-file|\d+/import)$": settings.bulk_max_bytes})  # plan files
+    modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
+               plan_checks, plan_files, plan_publish, jobs)
+    for module in modules:
         app.include_router(module.router, responses=errors.RESPONSES)
     install_docs(app)  # before /static, which would shadow /static/docs
+    # Every route is in the one policy table, or the app does not start.
+    policy.check_routes([*app.router.routes, *(r for m in modules for r in m.router.routes)], get_caller)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app
 

@@ -5,12 +5,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
+from api.params import MAX_ID
+from api.policy import authorize
 from api.settings import Settings
 from geo.auth import Caller, resolve_token
+from geo.planning import plans
 
 _bearer = HTTPBearer(auto_error=False, description="Token from `wangge users create`.")
 
@@ -31,9 +34,12 @@ async def get_caller(
     conn: Annotated[asyncpg.Connection, Depends(get_conn)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The authenticated caller; browsers opening map pages may pass ?access_token= instead."""
+    """The authenticated caller, if the route's policy (api.policy) lets their role call it; browsers opening
+    map pages may pass ?access_token= instead."""
     token = credentials.credentials if credentials else request.query_params.get("access_token")
-    return await cached_caller(request.app.state, conn, token)
+    caller = await cached_caller(request.app.state, conn, token)
+    authorize(caller, request.method, request.scope["route"].path)
+    return caller
 
 
 async def cached_caller(state, conn: asyncpg.Connection, token: str | None) -> Caller:
@@ -61,3 +67,14 @@ def get_sync_engine(request: Request) -> Engine:
 
 
 SyncEngine = Annotated[Engine, Depends(get_sync_engine)]
+
+
+def visible_plan(plan_id: Annotated[int, Path(ge=1, le=MAX_ID, description="Plan (grid version) id")],
+                 caller: CurrentCaller, engine: SyncEngine) -> int:
+    """The plan id from the path, once the caller may see that plan (404 otherwise: geo.planning.plans.VISIBLE)."""
+    with engine.connect() as conn:
+        plans.require_visible(conn, caller, plan_id)
+    return plan_id
+
+
+PlanId = Annotated[int, Depends(visible_plan)]

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import cached_caller
 from api.errors import domain_response, validation_response
 from api.params import GridAtQuery, NearestQuery, PointQuery
+from api.policy import authorize
 from api.routes.areas import grid_at_reply
 from api.routes.dispatch import nearest_reply
 from api.settings import Settings
@@ -104,6 +105,7 @@ async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Respons
     state = scope["app"].state
     try:
         caller = await cached_caller(state, conn, bearer_token(scope["headers"]))
+        authorize(caller, "GET", scope["path"])
         body = await reply(conn, caller, state.settings, params)
     except DomainError as exc:
         pool.give(conn)

@@ -14,6 +14,7 @@ AREA_CODE = r"^[0-9]{6}([0-9]{3}){0,3}$"  # district 6, street 9, community 12, 
 COMMUNITY_CODE = r"^[0-9]{12}$"
 GRID_CODE = r"^[0-9]{15}$"
 AREA_ABOVE_GRID_CODE = r"^[0-9]{6}([0-9]{3}){0,2}$"  # district, street or community
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones name nothing
 MAX_PAGE = 1000  # the most features one page of a list returns, whatever `limit` asks
 
 AreaCodeQuery = Annotated[str | None, Query(pattern=AREA_CODE, description="6, 9, 12 or 15-digit area code")]

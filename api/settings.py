@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     position_max_age_s: float = Field(default=1800, gt=0)
     straight_speed_mps: float = Field(default=4.2, gt=0)
     network_candidates: int = Field(default=10, ge=1, le=100)
-    # Open311 GeoReport v2: reads of services and requests need no api_key unless this is False.
-    open311_public_reads: bool = True
+    # Open311 GeoReport v2: reads of services and requests need an api_key unless this is True; anonymous
+    # reads then see the public view of each request (geo.open311.public_view).
+    open311_public_reads: bool = False
 
     def sync_url(self) -> str:
         """SQLAlchemy URL for the psycopg (sync) driver."""

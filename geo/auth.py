@@ -31,6 +31,21 @@ class Caller:
         """Whether an area code lies in the caller's scope."""
         return code.startswith(self.scope)
 
+    def require_area(self, code: str | None, field: str, what: str = "area") -> None:
+        """NotFound unless the code lies in the caller's scope: what is outside it does not exist for them."""
+        if code is not None and not self.can_see(code):
+            raise NotFound(f"No {what} {code} in your area.", field=field)
+
+    @property
+    def own_reports(self) -> int | None:
+        """A reporter's user id (they see only the incidents they reported); None for everyone else."""
+        return self.id if self.role == "reporter" else None
+
+    @property
+    def own_responder(self) -> int | None:
+        """A grid worker's user id (they see only the responder linked to them); None for everyone else."""
+        return self.id if self.role == "grid_worker" else None
+
     def require_role(self, *roles: str) -> None:
         """Forbidden unless the caller is admin or has one of `roles`."""
         if self.role != "admin" and self.role not in roles:

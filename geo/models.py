@@ -60,6 +60,7 @@ class GridVersion(Base):
     based_on_id: Mapped[int | None] = mapped_column(ForeignKey("grid_versions.id"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     note: Mapped[str | None] = mapped_column(Text)
+    area_code: Mapped[str | None] = mapped_column(Text)  # a draft's area (its creator's); NULL: everyone's
     created_at: Mapped[datetime] = _now()
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

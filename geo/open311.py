@@ -1,7 +1,9 @@
 """Open311 GeoReport v2 over incidents: services are the categories, service requests the incidents.
 
-Only the spec's field set is ever read here, so a reply can't carry the reporter's identity: no column of
-`reporter_id` or `reporter_contact` appears in any statement below.
+Only the spec's field set is ever read here, so a reply can't carry the reporter's identity: `reporter_contact`
+appears in no statement below, and `reporter_id` only in the filter that shows a reporter their own requests.
+Anonymous reads (when the service allows them) see `public_view`: what happened where, roughly, and nothing
+a resident wrote.
 """
 
 from dataclasses import dataclass
@@ -154,7 +156,7 @@ def _requests_statement():
                  else_=func.coalesce(last.c.at, i.updated_at)).label("updated_at"),
             i.due_at, func.coalesce(report.c.address_string, place).label("address"),
             report.c.address_id, func.ST_Y(i.geom).label("lat"), func.ST_X(i.geom).label("lon"),
-            report.c.media_url,
+            report.c.media_url, place.label("place"),
         )
         .select_from(i)
         .join(c, c.code == i.category_code)
@@ -167,6 +169,7 @@ def _requests_statement():
         .outerjoin(report, true())
         .where(
             scope,
+            _optional("reporter", Integer, i.reporter_id == bindparam("reporter", type_=Integer)),
             _optional("ids", ARRAY(BigInteger), i.id == func.any(bindparam("ids", type_=ARRAY(BigInteger)))),
             _optional("codes", ARRAY(String), i.category_code == func.any(bindparam("codes", type_=ARRAY(String)))),
             _optional("closed", Boolean, final == bindparam("closed", type_=Boolean)),
@@ -246,28 +249,48 @@ def window(start: datetime | None, end: datetime | None, now: datetime) -> tuple
     return start, end
 
 
+PUBLIC_PRECISION = 3  # decimals of lat/long in the public view: about 100 m
+
+
+def public_view(request: dict, place: str | None) -> dict:
+    """A request as anyone may see it: no description or media (a resident's words and photos), the grid and
+    street instead of the address, and the location rounded to about 100 m."""
+    return {**request, "description": None, "media_url": None, "address": place, "address_id": None,
+            "lat": round(request["lat"], PUBLIC_PRECISION), "long": round(request["long"], PUBLIC_PRECISION)}
+
+
+def _shown(rows, caller: Caller | None) -> list[dict]:
+    if caller is None:
+        return [public_view(_request(row), row["place"]) for row in rows]
+    return [_request(row) for row in rows]
+
+
+def _scope(caller: Caller | None) -> dict:
+    """Who sees what: the caller's area, and for reporters their own requests; anonymous readers every area."""
+    return {"scope": caller.scope, "reporter": caller.own_reports} if caller else {"scope": "", "reporter": None}
+
+
 async def requests(conn, caller: Caller | None, filters: RequestFilters) -> list[dict]:
-    """Service requests newest first (at most 1000); public reads (caller None) see every area."""
-    scope = caller.scope if caller else ""
+    """Service requests newest first (at most 1000), in the caller's scope (anonymous: public_view)."""
     if filters.ids is not None:
-        rows = await _REQUESTS.fetch(conn, scope=scope, ids=filters.ids, codes=None, closed=None, start=None,
+        rows = await _REQUESTS.fetch(conn, **_scope(caller), ids=filters.ids, codes=None, closed=None, start=None,
                                      end=None, limit=MAX_REQUESTS)
-        return [_request(row) for row in rows]
+        return _shown(rows, caller)
     start, end = window(filters.start, filters.end, datetime.now(TZ))
     statuses = set(filters.statuses or STATUSES)
     closed = None if statuses == set(STATUSES) else statuses == {"closed"}
-    rows = await _REQUESTS.fetch(conn, scope=scope, ids=None, codes=filters.service_codes, closed=closed,
+    rows = await _REQUESTS.fetch(conn, **_scope(caller), ids=None, codes=filters.service_codes, closed=closed,
                                  start=start, end=end, limit=MAX_REQUESTS)
-    return [_request(row) for row in rows]
+    return _shown(rows, caller)
 
 
 async def request(conn, caller: Caller | None, request_id: int) -> dict:
     """One request in the GeoReport v2 shape (404 outside the caller's scope)."""
-    rows = await _REQUESTS.fetch(conn, scope=caller.scope if caller else "", ids=[request_id], codes=None,
+    rows = await _REQUESTS.fetch(conn, **_scope(caller), ids=[request_id], codes=None,
                                  closed=None, start=None, end=None, limit=1)
     if not rows:
         raise NotFound(f"service_request_id {request_id} was not found.", field="service_request_id")
-    return _request(rows[0])
+    return _shown(rows, caller)[0]
 
 
 # -- service requests: create --------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ def test_street_user_sees_only_its_subtree(client, engine, demo):
     headers = {"Authorization": f"Bearer {make_token(engine, 'supervisor', '110102001')}"}
     assert client.get("/areas/110102001/children", headers=headers).status_code == 200
     other = client.get("/areas/110102003", headers=headers)
-    assert other.status_code == 403 and "outside your area" in other.json()["error"]["message"]
-    assert client.get("/areas/110102", headers=headers).status_code == 403
+    assert other.status_code == 404 and "in your area" in other.json()["error"]["message"]
+    assert client.get("/areas/110102", headers=headers).status_code == 404
     # a point in another street's grid is not found for this user: the nearest visible grid is named
     with engine.connect() as conn:
         lon, lat, code = conn.execute(text(

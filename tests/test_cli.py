@@ -14,7 +14,7 @@ def test_users_create_prints_a_working_scoped_token(client, database_url, monkey
     token = result.output.strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/areas/110102003", headers=headers).status_code == 200
-    assert client.get("/areas/110102001", headers=headers).status_code == 403
+    assert client.get("/areas/110102001", headers=headers).status_code == 404
 
 
 def test_users_create_rejects_unknown_area_and_role(database_url, monkeypatch):

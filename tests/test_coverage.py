@@ -260,4 +260,4 @@ def test_h3_hotspots_cover_the_area_and_scope_is_enforced(client, admin_headers,
         assert f["geometry"]["type"] == "Polygon" and f["properties"]["significant"] or f["properties"]["persistent"]
     headers = {"Authorization": f"Bearer {make_token(engine, 'supervisor', '110102001')}"}
     denied = client.get("/analysis/hotspots", params={"area": "110102003"}, headers=headers)
-    assert denied.status_code == 403 and "outside your area 110102001" in denied.json()["error"]["message"]
+    assert denied.status_code == 404 and "No area 110102003 in your area" in denied.json()["error"]["message"]

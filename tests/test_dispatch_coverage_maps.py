@@ -148,17 +148,17 @@ def test_coverage_district_page_stays_light(live_server, engine, demo):
     assert size < MAX_PAGE_BYTES
 
 
-def test_maps_outside_scope_are_403(client, engine, point):
+def test_maps_outside_scope_are_404(client, engine, point):
     token = make_token(engine, "supervisor", "110102001")
     reply = client.get("/maps/coverage", params={"area": "110102003", "access_token": token})
-    assert reply.status_code == 403
+    assert reply.status_code == 404
     with engine.connect() as conn:
         lon, lat = conn.execute(text(
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM areas WHERE level = 'grid' "
             "AND code LIKE '110102003%' AND version_id = (SELECT id FROM grid_versions WHERE status = 'active') "
             "ORDER BY code LIMIT 1) x")).one()
     reply = client.get("/maps/dispatch", params={"lon": lon, "lat": lat, "access_token": token})
-    assert reply.status_code == 403
+    assert reply.status_code == 404 and "110102003" not in reply.text  # names nothing outside the caller's area
 
 
 @pytest.mark.parametrize("path,params,status", [

@@ -148,10 +148,10 @@ def test_unknown_category_or_status_and_bad_period_are_rejected(client, admin_he
     assert client.get("/maps/incidents", params={"from": "yesterday"}, headers=admin_headers).status_code == 422
 
 
-def test_area_outside_scope_is_403(client, engine):
+def test_area_outside_scope_is_404(client, engine):
     token = make_token(engine, "supervisor", "110102001")
     reply = client.get("/maps/incidents", params={"area": "110102003", "access_token": token})
-    assert reply.status_code == 403 and "outside your area" in reply.json()["error"]["message"]
+    assert reply.status_code == 404 and "in your area" in reply.json()["error"]["message"]
 
 
 def test_nothing_but_basemap_tiles_comes_from_the_network(client, admin_headers):

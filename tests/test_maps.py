@@ -40,7 +40,7 @@ def test_map_popups_carry_code_households_and_worker(client, admin_headers):
     assert "cdn" not in html.lower()  # nothing but basemap tiles needs the network
 
 
-def test_map_outside_scope_is_403(client, engine):
+def test_map_outside_scope_is_404(client, engine):
     token = make_token(engine, "supervisor", "110102001")
     reply = client.get("/maps/grids", params={"area": "110102003", "access_token": token})
-    assert reply.status_code == 403
+    assert reply.status_code == 404

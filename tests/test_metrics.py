@@ -264,11 +264,11 @@ def test_bad_dates_are_400_with_an_example(client, admin_headers):
         assert repr(value) in error["message"]
 
 
-def test_area_outside_scope_is_403_and_own_area_is_the_default(client, engine, demo):
+def test_area_outside_scope_is_404_and_own_area_is_the_default(client, engine, demo):
     headers = {"Authorization": f"Bearer {make_token(engine, 'supervisor', '110102001')}"}
     reply = client.get("/analysis/performance", params={"area": "110102003"}, headers=headers)
-    assert reply.status_code == 403 and "outside your area 110102001" in reply.json()["error"]["message"]
-    assert client.get("/analysis/performance", params={"area": "110102"}, headers=headers).status_code == 403
+    assert reply.status_code == 404 and "No area 110102003 in your area" in reply.json()["error"]["message"]
+    assert client.get("/analysis/performance", params={"area": "110102"}, headers=headers).status_code == 404
     own = client.get("/analysis/performance", headers=headers)
     assert own.status_code == 200 and own.json()["area"]["code"] == "110102001"
 

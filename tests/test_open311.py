@@ -29,6 +29,17 @@ DEPARTMENT_NAMES = {d["code"]: d["name"] for d in DEPARTMENTS}
 
 
 @pytest.fixture(scope="module")
+def client(settings):
+    """The service with anonymous reads turned on (they are off by default; see test_public_reads_...)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"open311_public_reads": True}))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 def grids(engine, demo):
     with engine.connect() as conn:
         return gpd.read_postgis(text(
@@ -125,7 +136,7 @@ def test_form_post_files_the_request_in_the_covering_grid(client, api_key, grids
     assert row.reporter_contact == contact  # kept for staff, never shown publicly
     assert abs(row[5] - point.x) < 1e-9 and abs(row[6] - point.y) < 1e-9
 
-    (request,) = client.get(f"{BASE}/requests/{request_id}.json").json()
+    (request,) = client.get(f"{BASE}/requests/{request_id}.json", params={"api_key": api_key}).json()
     assert set(request) == REQUEST_FIELDS
     assert request["service_request_id"] == str(request_id) and request["status"] == "open"
     assert request["service_code"] == "0302" and request["service_name"] == "路灯损坏"
@@ -149,7 +160,7 @@ def test_spec_example_body_with_attributes_and_multipart(client, api_key, grids,
                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
     assert reply.status_code == 200, reply.text
     request_id = int(reply.json()[0]["service_request_id"])
-    (request,) = client.get(f"{BASE}/requests/{request_id}.json").json()
+    (request,) = client.get(f"{BASE}/requests/{request_id}.json", params={"api_key": api_key}).json()
     assert request["address"] == "1234 5th street" and request["description"].startswith("A large sinkhole")
     with engine.connect() as conn:
         contact, data = conn.execute(text(
@@ -162,7 +173,8 @@ def test_spec_example_body_with_attributes_and_multipart(client, api_key, grids,
             "description": "小广告 multipart"}
     reply = client.post(f"{BASE}/requests.json", data=form, files={"media": ("p.jpg", b"\xff\xd8jpeg", "image/jpeg")})
     assert reply.status_code == 200, reply.text
-    (request,) = client.get(f"{BASE}/requests/{reply.json()[0]['service_request_id']}.json").json()
+    (request,) = client.get(f"{BASE}/requests/{reply.json()[0]['service_request_id']}.json",
+                            params={"api_key": api_key}).json()
     assert request["description"] == "小广告 multipart" and request["service_code"] == "0203"
 
 
@@ -172,7 +184,8 @@ def test_gcj02_crs_extension(client, api_key, grids):
     point = grids.geometry.iloc[120].representative_point()
     gx, gy = wgs84_to_gcj02(point.x, point.y)
     reply = _post(client, api_key, gx, gy, crs="GCJ-02")
-    (request,) = client.get(f"{BASE}/requests/{reply.json()[0]['service_request_id']}.json").json()
+    (request,) = client.get(f"{BASE}/requests/{reply.json()[0]['service_request_id']}.json",
+                            params={"api_key": api_key}).json()
     assert GEOD.inv(request["long"], request["lat"], point.x, point.y)[2] < 0.5
     assert grids["code"].iloc[120] in reply.json()[0]["service_notice"]
     assert "coordinate system" in _spec_error(_post(client, api_key, point.x, point.y, crs="EPSG:3857"), 400)
@@ -282,7 +295,7 @@ def test_post_reply_in_xml(client, api_key, grids):
 
 
 def test_keyed_reads_see_only_the_keys_area(client, engine):
-    street_key = make_token(engine, "reporter", "110102003")
+    street_key = make_token(engine, "supervisor", "110102003")
     requests = client.get(f"{BASE}/requests.json", params={"api_key": street_key}).json()
     assert requests
     with engine.connect() as conn:
@@ -294,27 +307,58 @@ def test_keyed_reads_see_only_the_keys_area(client, engine):
     _spec_error(client.get(f"{BASE}/requests/{outside}.json", params={"api_key": street_key}), 404)
     assert client.get(f"{BASE}/requests/{outside}.json").status_code == 200  # public: all areas
     _spec_error(client.get(f"{BASE}/requests.json", params={"api_key": "wg_bogus"}), 403)
-    # a street's key may not file a request in another street: 403, and nothing is written
+    # a street's key may not file a request in another street: 404 (nothing of it is theirs), nothing is written
     with engine.connect() as conn:
         lon, lat, before = conn.execute(text(
             "SELECT ST_X(p), ST_Y(p), (SELECT count(*) FROM incidents) FROM (SELECT ST_PointOnSurface(geom) p "
             "FROM areas WHERE level = 'grid' AND code LIKE '110102001%' AND version_id = "
             "(SELECT id FROM grid_versions WHERE status = 'active') ORDER BY code LIMIT 1) s")).one()
-    assert "outside your area" in _spec_error(_post(client, street_key, lon, lat), 403)
+    assert "no grid of your area" in _spec_error(_post(client, street_key, lon, lat), 404)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM incidents")).scalar() == before
 
 
-def test_public_reads_can_be_turned_off(settings, api_key):
+def test_a_reporters_key_reads_only_their_own_requests(client, engine, grids):
+    mine, theirs = make_token(engine, "reporter", "110102"), make_token(engine, "reporter", "110102")
+    point = grids.geometry.iloc[88].representative_point()
+    own = _post(client, mine, point.x, point.y, code="0101").json()[0]["service_request_id"]
+    other = _post(client, theirs, point.x, point.y, code="0101").json()[0]["service_request_id"]
+    listed = client.get(f"{BASE}/requests.json", params={"api_key": mine}).json()
+    with engine.connect() as conn:
+        user = conn.execute(text("SELECT reporter_id FROM incidents WHERE id = :id"), {"id": int(own)}).scalar()
+        reporters = conn.execute(text("SELECT DISTINCT reporter_id FROM incidents WHERE id = ANY(:ids)"),
+                                 {"ids": [int(r["service_request_id"]) for r in listed]}).scalars().all()
+    assert reporters == [user] and own in [r["service_request_id"] for r in listed]
+    _spec_error(client.get(f"{BASE}/requests/{other}.json", params={"api_key": mine}), 404)
+
+
+def test_anonymous_reads_see_only_the_public_view(client, engine, grids, api_key):
+    point = grids.geometry.iloc[99].representative_point()
+    created = _post(client, api_key, point.x, point.y, code="0203", address_string="西单北大街 120号",
+                    media_url="http://example.cn/p/2.jpg").json()[0]["service_request_id"]
+    (public,) = client.get(f"{BASE}/requests/{created}.json").json()
+    (own,) = client.get(f"{BASE}/requests/{created}.json", params={"api_key": api_key}).json()
+    assert set(public) == set(own) == REQUEST_FIELDS
+    assert own["description"] == "路边垃圾桶满溢" and own["address"] == "西单北大街 120号" and own["media_url"]
+    assert public["description"] is None and public["media_url"] is None and public["address_id"] is None
+    assert "120号" not in public["address"] and public["address"]  # the grid and street, not the address
+    assert (public["lat"], public["long"]) == (round(own["lat"], 3), round(own["long"], 3))
+    assert GEOD.inv(public["long"], public["lat"], own["long"], own["lat"])[2] < 120
+    for field in ("status", "service_code", "requested_datetime", "agency_responsible"):
+        assert public[field] == own[field]
+
+
+def test_public_reads_are_off_by_default(engine, database_url, demo, api_key):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from api.settings import Settings
 
-    closed = settings.model_copy(update={"open311_public_reads": False})
-    with TestClient(create_app(closed)) as private:
+    supervisor = make_token(engine, "supervisor", "110102")
+    with TestClient(create_app(Settings(database_url=database_url, escalation_interval_s=0))) as private:
         for path in ("services.json", "services/0101.json", "requests.json", "requests/1.json"):
             assert "api_key" in _spec_error(private.get(f"{BASE}/{path}"), 403)
-            assert private.get(f"{BASE}/{path}", params={"api_key": api_key}).status_code == 200
+            assert private.get(f"{BASE}/{path}", params={"api_key": supervisor}).status_code == 200
         root = ET.fromstring(private.get(f"{BASE}/requests.xml").content)
         assert root.tag == "errors" and root.findtext("error/code") == "403"
         assert private.get(f"{BASE}/discovery.json").status_code == 200  # discovery says how to get a key

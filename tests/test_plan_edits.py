@@ -295,7 +295,7 @@ def test_a_planner_may_edit_only_grids_in_their_area(client, admin_headers, engi
     current = revision(client, admin_headers, plan)
     reply = client.post(f"/plans/{plan}/edits", headers=headers,
                         json={"revision": current, "op": "set_attributes", "code": code, "kind": "commercial"})
-    assert reply.status_code == 403 and "outside your area 110102003" in reply.json()["error"]["message"]
+    assert reply.status_code == 404 and f"No grid {code} in your area" in reply.json()["error"]["message"]
     assert revision(client, admin_headers, plan) == current
 
 
@@ -314,4 +314,4 @@ def test_plan_grids_are_geojson_scoped_to_the_caller(client, engine, plan):
     one = client.get(f"/plans/{plan}/grids", headers=headers, params={"community": props["community"]}).json()
     assert {f["id"] for f in one["features"]} == set(mine.index[mine.index.str.startswith(props["community"])])
     refused = client.get(f"/plans/{plan}/grids", headers=headers, params={"community": "110102001001"})
-    assert refused.status_code == 403 and "outside your area" in refused.json()["error"]["message"]
+    assert refused.status_code == 404 and "in your area" in refused.json()["error"]["message"]

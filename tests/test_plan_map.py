@@ -200,7 +200,7 @@ def test_a_district_view_leaves_out_its_buildings_and_says_why(client, admin_hea
 
 
 @pytest.mark.parametrize("params,role,area,status,message", [
-    ({"area": "110102003001"}, "planner", STREET, 403, "outside your area"),
+    ({"area": "110102003001"}, "planner", STREET, 404, "in your area"),
     ({"area": COMMUNITY}, "dispatcher", STREET, 403, "planner"),
     ({"area": "110102001999"}, "planner", STREET, 404, "No district, street or community"),
     ({"area": "1101"}, "planner", STREET, 422, "area"),

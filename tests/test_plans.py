@@ -63,6 +63,7 @@ def test_only_plan_files_get_the_bulk_body_limit():
     app = create_app(settings)
     limits = next(m for m in app.user_middleware if m.cls is BodyLimit)
     middleware = BodyLimit(None, **limits.kwargs)
-    assert middleware.limit_for("/plans") == middleware.limit_for("/plans/12/import") == 5_000_000
-    assert middleware.limit_for("/plans/12/edits") == middleware.limit_for("/plans/12/importx") == 10_000
+    assert middleware.limit_for("/plans/from-file") == middleware.limit_for("/plans/12/import") == 5_000_000
+    assert middleware.limit_for("/plans") == middleware.limit_for("/plans/12/edits") == 10_000
+    assert middleware.limit_for("/plans/12/importx") == 10_000
     assert middleware.limit_for("/incidents/bulk") == 5_000_000

@@ -209,11 +209,11 @@ def test_jobs_are_scoped_and_only_writers_cancel(client, engine, plan):
         outside = make_token(engine, "supervisor", "110102003")
         dispatcher = make_token(engine, "dispatcher", "110102")
         assert client.get(f"/jobs/{job_id}", headers=headers(inside)).json()["id"] == job_id
-        for token in (outside, dispatcher):
-            reply = client.get(f"/jobs/{job_id}", headers=headers(token))
-            assert reply.status_code == 404 and f"No job {job_id} that you can see" in reply.json()["error"]["message"]
+        reply = client.get(f"/jobs/{job_id}", headers=headers(outside))
+        assert reply.status_code == 404 and f"No job {job_id} that you can see" in reply.json()["error"]["message"]
+        assert client.get(f"/jobs/{job_id}", headers=headers(dispatcher)).status_code == 403  # not a plan reader
         denied = client.post(f"/jobs/{job_id}/cancel", headers=headers(inside))
-        assert denied.status_code == 403 and "creator or a planner" in denied.json()["error"]["message"]
+        assert denied.status_code == 403 and "planner" in denied.json()["error"]["message"]
         other_planner = make_token(engine, "planner", "110102")
         done = client.post(f"/jobs/{job_id}/cancel", headers=headers(other_planner)).json()
         assert done["status"] == "cancelled" and done["message"].startswith("cancelled by ")

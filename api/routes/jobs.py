@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCaller, SyncEngine
+from api.deps import CurrentCaller, PlanId, SyncEngine
 from api.params import AREA_ABOVE_GRID_CODE
 from api.schemas_plans import Job
 from geo import jobs
@@ -15,7 +15,6 @@ from geo.planning import propose
 router = APIRouter(tags=["plans"])
 
 JobId = Annotated[int, Path(ge=1, description="Job id")]
-PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 def get_runner(request: Request) -> jobs.Runner:

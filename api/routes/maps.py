@@ -3,11 +3,11 @@
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
+from api.deps import Conn, CurrentCaller, PlanId, SettingsDep, SyncEngine
 from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE, comma_list, point_wgs84
 from geo.areas import hierarchy as areas
 from geo.incidents import incident_map
@@ -109,8 +109,7 @@ async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, sett
 # -- the planner map (maps.plans) ----------------------------------------------------------------------------
 
 @router.get("/plans/{plan_id}", response_class=HTMLResponse)
-def plan_map(request: Request, plan_id: Annotated[int, Path(ge=1, description="Plan (grid version) id")],
-             caller: CurrentCaller, engine: SyncEngine,
+def plan_map(request: Request, plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
              area: Annotated[str | None, Query(pattern=AREA_ABOVE_GRID_CODE, description=(
                  "district, street or community to show (default: the whole plan if small, else its first "
                  "community)"))] = None,

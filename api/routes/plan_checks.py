@@ -2,16 +2,15 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCaller, SyncEngine
+from api.deps import CurrentCaller, PlanId, SyncEngine
 from api.schemas_plans import PlanValidation, SliversFixed
 from geo.planning import validation as pv
 
 router = APIRouter(tags=["plans"])
 
-PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id: a draft, the active or a retired version")]
 SliverM2 = Annotated[float, Query(ge=0, le=pv.MAX_SLIVER_M2, description="gaps/overlaps/outside parts below this "
                                   "many m² are drawing slivers (severity fixable)")]
 

@@ -2,10 +2,10 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import CurrentCaller, SyncEngine
+from api.deps import CurrentCaller, PlanId, SyncEngine
 from api.geojson import GeoJSONResponse, feature_collection
 from api.params import COMMUNITY_CODE, GRID_CODE
 from api.schemas import FeatureCollection, geojson
@@ -14,7 +14,6 @@ from geo.planning import edits as plan_edits
 
 router = APIRouter(tags=["plans"])
 
-PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 GridCode = Annotated[str, Field(pattern=GRID_CODE, description="15-digit grid code")]
 Crs = Annotated[str, Field(description="EPSG:4326 (default), EPSG:4490, GCJ-02 or BD-09")]
 Target = Annotated[int, Query(ge=1, le=100_000, description="Households a grid should hold")]

@@ -5,11 +5,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentCaller, SettingsDep, SyncEngine
+from api.deps import CurrentCaller, PlanId, SettingsDep, SyncEngine
 from api.errors import error_body
 from api.routes.bulk import _DISPOSITION
 from api.schemas_plans import PlanImport
@@ -21,7 +20,6 @@ from geo.planning import plans
 
 router = APIRouter(tags=["plans"])
 
-PlanId = Annotated[int, PathParam(ge=1, description="Plan (grid version) id")]
 FileFormat = Annotated[Literal["gpkg", "shp", "geojson", "parquet"] | None,
                        Query(description="default: from Content-Type, then the file name, then the content")]
 FileName = Annotated[str | None, Query(max_length=255, description="the file's name (also read from "

@@ -2,17 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCaller, SyncEngine
+from api.deps import CurrentCaller, PlanId, SyncEngine
 from api.schemas_plans import PlanDiff, Published
 from geo.planning import diff as plan_diff
 from geo.planning import publish
 
 router = APIRouter(tags=["plans"])
 
-PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 class Publish(BaseModel):

@@ -3,10 +3,10 @@
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCaller, SettingsDep, SyncEngine
+from api.deps import CurrentCaller, PlanId, SettingsDep, SyncEngine
 from api.routes import plan_files as files
 from api.schemas_plans import PlanFromFile, PlanSummary
 from geo import crs as crs_
@@ -15,7 +15,6 @@ from geo.planning import plans
 
 router = APIRouter(tags=["plans"])
 
-PlanId = Annotated[int, Path(ge=1, description="Plan (grid version) id")]
 
 
 class NewPlan(BaseModel):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geo.auth import Caller
-from geo.errors import Forbidden, InvalidInput, NotFound
+from geo.errors import InvalidInput, NotFound
 
 READERS = ("supervisor", "planner", "dispatcher")  # and admin
 CHILD_LEVEL = {"district": "street", "street": "community", "community": "grid"}
@@ -55,8 +55,7 @@ async def resolve_area(conn, caller: Caller, code: str | None) -> AreaRef:
     code = code or caller.area_code
     if not code:
         raise InvalidInput("Give area=CODE (a 6, 9, 12 or 15-digit area code).", field="area")
-    if not caller.can_see(code):
-        raise Forbidden(f"Area {code} is outside your area {caller.area_code}.", field="area")
+    caller.require_area(code, "area")
     row = await conn.fetchrow(AREA_SQL, code, caller.scope)
     if row is None:
         raise NotFound(f"No area with code {code!r}.", field="area")

@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
-from geo.errors import Forbidden, NotFound, OutsideEveryGrid
+from geo.errors import NotFound, OutsideEveryGrid
 from geo.models import Area, GridVersion, Responder
 from geo.sql import Query
 
@@ -109,8 +109,7 @@ QUERIES = {key: Query(statement) for key, statement in STATEMENTS.items()}
 
 
 def _check_scope(caller: Caller, code: str) -> None:
-    if not caller.can_see(code):
-        raise Forbidden(f"Area {code} is outside your area {caller.area_code}.", field="code")
+    caller.require_area(code, "code")
 
 
 async def get(conn, caller: Caller, code: str, geometry: bool = True,

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from geo.auth import Caller
 from geo.dispatch import nearest as dispatch
-from geo.errors import Forbidden
+from geo.errors import NotFound
 
 GRID_SQL = """
 WITH pt AS (SELECT ST_SetSRID(ST_MakePoint($1::float8, $2::float8), 4326) AS g),
@@ -44,8 +44,7 @@ async def gather(conn, caller: Caller, lon: float, lat: float, k: int = 5, mode:
     row = await conn.fetchrow(GRID_SQL, float(lon), float(lat), caller.scope)
     grid = dict(row) if row else None
     if grid and grid["covers"] and not caller.can_see(grid["code"]):
-        raise Forbidden(f"The point lies in grid {grid['code']}, outside your area {caller.area_code}.",
-                        field="lon,lat")
+        raise NotFound("The point lies in no grid of your area.", field="lon,lat")
     query = dispatch.Nearest(lon=lon, lat=lat, k=k, statuses=statuses, roles=roles, mode=mode)
     found = await dispatch.nearest(conn, caller, query, max_age_s=max_age_s, speed_mps=speed_mps,
                                    network_candidates=network_candidates)

@@ -22,6 +22,8 @@ STAFF = ("supervisor", "dispatcher")  # besides admin: who may create and edit r
 
 # SQL fragments shared with geo.dispatch: scope by home-grid code prefix, and freshness against :max_age (s).
 VISIBLE = "coalesce(r.home_grid_code, '') LIKE CAST(:scope AS text) || '%'"
+# Caller.own_responder: a grid worker sees only the responder linked to their user.
+OWN = "(CAST(:own AS int) IS NULL OR r.user_id = CAST(:own AS int))"
 FRESH = "r.position_at >= now() - make_interval(secs => CAST(:max_age AS float8))"
 STALE = f"(r.position IS NULL OR r.position_at IS NULL OR NOT ({FRESH}))"
 # What every responder Feature is built from (feature()); staleness is STALE, judged here in SQL, once.
@@ -69,11 +71,11 @@ def feature_text(row, tz: tzinfo) -> str:
     return orjson.dumps(feature(row, tz)).decode()
 
 
-_GET = Query(text(f"SELECT {COLUMNS} FROM responders r WHERE r.id = CAST(:id AS int) AND {VISIBLE}"))
+_GET = Query(text(f"SELECT {COLUMNS} FROM responders r WHERE r.id = CAST(:id AS int) AND {VISIBLE} AND {OWN}"))
 
 _LIST = Query(text(f"""
 SELECT {COLUMNS} FROM responders r
-WHERE {VISIBLE}
+WHERE {VISIBLE} AND {OWN}
   AND (CAST(:statuses AS text[]) IS NULL OR r.status = ANY(CAST(:statuses AS text[])))
   AND (CAST(:roles AS text[]) IS NULL OR r.role = ANY(CAST(:roles AS text[])))
   AND (CAST(:area AS text) IS NULL OR r.home_grid_code LIKE CAST(:area AS text) || '%')
@@ -87,7 +89,7 @@ LIMIT CAST(:limit AS int)"""))
 
 async def get(conn, caller: Caller, responder_id: int, max_age_s: float) -> str:
     """One responder as Feature JSON text (last position, age, stale flag)."""
-    found = await _GET.fetchrow(conn, id=responder_id, scope=caller.scope, max_age=max_age_s)
+    found = await _GET.fetchrow(conn, id=responder_id, scope=caller.scope, own=caller.own_responder, max_age=max_age_s)
     if found is None:
         raise NotFound(f"No responder {responder_id} in your area.", field="id")
     return feature_text(found, session_zone(conn))
@@ -109,14 +111,13 @@ async def list_(conn, caller: Caller, filters: Filters, max_age_s: float, limit:
 
     A stale position is never shown as current: it is flagged `stale: true`, and when asking for
     `available` responders the stale ones are left out unless include_stale is true."""
-    if filters.area and not (caller.can_see(filters.area) or filters.area.startswith(caller.scope)):
-        raise Forbidden(f"area {filters.area} is outside your area {caller.area_code}.", field="area")
+    caller.require_area(filters.area, "area")
     include_stale = filters.include_stale
     if include_stale is None:
         include_stale = not (filters.statuses and "available" in filters.statuses)
     minx, miny, maxx, maxy = filters.bbox or (None, None, None, None)
-    rows = await _LIST.fetch(conn, scope=caller.scope, statuses=filters.statuses, roles=filters.roles,
-                             area=filters.area, minx=minx, miny=miny, maxx=maxx, maxy=maxy,
+    rows = await _LIST.fetch(conn, scope=caller.scope, own=caller.own_responder, statuses=filters.statuses,
+                             roles=filters.roles, area=filters.area, minx=minx, miny=miny, maxx=maxx, maxy=maxy,
                              exclude_stale=not include_stale, max_age=max_age_s, after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -164,8 +165,7 @@ async def _check(conn, caller: Caller, values: dict, responder_id: int = 0) -> N
         raise InvalidInput("A responder needs a name.", field="name")
     grid = values.get("home_grid_code")
     if grid is not None:
-        if not caller.can_see(grid):
-            raise Forbidden(f"Grid {grid} is outside your area {caller.area_code}.", field="home_grid_code")
+        caller.require_area(grid, "home_grid_code", what="grid")
         if await _GRID_EXISTS.fetchval(conn, code=grid) is None:
             raise InvalidInput(f"No active grid {grid!r}; home_grid_code must be a grid of the active version.",
                                field="home_grid_code")

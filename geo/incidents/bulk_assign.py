@@ -348,7 +348,7 @@ def assign(conn: Connection, version_id: int, *, scope: str = "", keep_outside: 
                             "nearest_grid": codes[rejected], "distance_m": distances[rejected]})
     reason = np.full(len(rejects), "", dtype=object)
     in_scope = rejects["grid_code"].notna().to_numpy()
-    reason[in_scope] = ("in grid " + rejects["grid_code"][in_scope].astype(str) + f", outside your area {scope}")
+    reason[in_scope] = "in no grid of your area"
     near = ~in_scope & rejects["nearest_grid"].notna().to_numpy()
     reason[near] = ("outside every grid (nearest " + rejects["nearest_grid"][near].astype(str) + " at "
                     + rejects["distance_m"][near].round().astype(np.int64).astype(str) + " m)")

@@ -149,8 +149,8 @@ async def create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
         feature = await get(conn, caller, incident_id, scoped=False)
         grid_code = orjson.loads(feature)["properties"]["grid_code"]
         if grid_code and not caller.can_see(grid_code):
-            raise Forbidden(f"The point lies in grid {grid_code}, outside your area {caller.area_code}.",
-                            field="location")
+            raise NotFound("The point lies in no grid of your area; report it where it is in your area.",
+                           field="location")
         return feature, True
 
 
@@ -164,9 +164,14 @@ _OPEN = tuple(workflow.OPEN)
 _SCOPE = bindparam("scope", type_=String)
 
 
+_REPORTER = bindparam("reporter", type_=Integer)  # Caller.own_reports: a reporter sees only their own reports
+
+
 def _visible(incident):
-    """Scope in SQL: the grid's code, or for unassigned reports the suggested grid's code."""
-    return func.coalesce(incident.grid_code, incident.suggested_grid_code, "").startswith(_SCOPE, autoescape=False)
+    """Scope in SQL: the grid's code, or for unassigned reports the suggested grid's code; and for a reporter,
+    their own reports only."""
+    place = func.coalesce(incident.grid_code, incident.suggested_grid_code, "")
+    return and_(place.startswith(_SCOPE, autoescape=False), or_(_REPORTER.is_(None), incident.reporter_id == _REPORTER))
 
 
 def _events(incident):
@@ -215,7 +220,7 @@ _GET_ANY = Query(_base(True).where(_I.id == bindparam("id", type_=Integer)))
 async def get(conn, caller: Caller, incident_id: int, scoped: bool = True) -> str:
     """One incident as Feature JSON with its event history."""
     query = _GET if scoped else _GET_ANY
-    feature = await query.fetchval(conn, id=incident_id, scope=caller.scope)
+    feature = await query.fetchval(conn, id=incident_id, scope=caller.scope, reporter=caller.own_reports)
     if feature is None:
         raise NotFound(f"No incident {incident_id} in your area.", field="id")
     return feature
@@ -292,12 +297,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 async def list_(conn, caller: Caller, filters: Filters, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
     """A page of incidents (Feature JSON texts), newest first, and the cursor of the next page if any."""
     for code, name in ((filters.area, "area"), (filters.grid, "grid")):
-        if code and not (caller.can_see(code) or code.startswith(caller.scope)):
-            raise Forbidden(f"{name} {code} is outside your area {caller.area_code}.", field=name)
+        caller.require_area(code, name, what=name)
     cursor_at, cursor_id = decode_cursor(cursor) if cursor else (None, None)
     minx, miny, maxx, maxy = filters.bbox or (None, None, None, None)
     rows = await _LIST.fetch(
-        conn, scope=caller.scope, minx=minx, miny=miny, maxx=maxx, maxy=maxy, area=filters.area, grid=filters.grid,
+        conn, scope=caller.scope, reporter=caller.own_reports,
+        minx=minx, miny=miny, maxx=maxx, maxy=maxy, area=filters.area, grid=filters.grid,
         statuses=filters.statuses, categories=filters.categories, overdue=filters.overdue,
         assignee=filters.assignee, since=filters.since, until=filters.until,
         cursor_at=cursor_at, cursor_id=cursor_id, limit=limit + 1,

@@ -30,7 +30,7 @@ from sqlalchemy import DateTime, Float, Integer, String, and_, bindparam, case, 
 from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
-from geo.errors import Forbidden, InvalidInput, NotFound
+from geo.errors import InvalidInput, NotFound
 from geo.incidents.timelimits import TZ
 from geo.incidents.workflow import PENDING
 from geo.models import Area, Department, GridVersion, Incident, Responder
@@ -166,8 +166,7 @@ async def performance(conn, caller: Caller, code: str | None, start: str | None 
     code = code or caller.area_code
     if not code:
         raise InvalidInput("Give area=CODE (a 6, 9, 12 or 15-digit area code).", field="area")
-    if not caller.can_see(code):
-        raise Forbidden(f"Area {code} is outside your area {caller.area_code}.", field="area")
+    caller.require_area(code, "area")
     t0, t1, as_of = window(start, end, now or datetime.now(TZ))
     area = await _AREA.fetchrow(conn, code=code)
     if area is None:

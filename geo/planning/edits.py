@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 from geo import crs as crs_
 from geo.areas import codes as grid_codes
 from geo.auth import Caller
-from geo.errors import Forbidden, InvalidInput, NotFound
+from geo.errors import InvalidInput, NotFound
 from geo.models import GRID_KINDS
 from geo.planning import plans
 
@@ -257,8 +257,8 @@ def grids_geojson(conn: Connection, caller: Caller, plan_id: int, target: int = 
     caller.require_role(*plans.READ_ROLES)
     if conn.execute(text("SELECT 1 FROM grid_versions WHERE id = :id"), {"id": plan_id}).first() is None:
         raise NotFound(f"No plan {plan_id}; list plans with GET /plans.", field="plan_id")
-    if community is not None and not (caller.can_see(community) or caller.scope.startswith(community)):
-        raise Forbidden(f"Community {community} is outside your area {caller.area_code}.", field="community")
+    if community is not None and not caller.scope.startswith(community):
+        caller.require_area(community, "community", what="community")
     return _features(conn, plan_id, caller.scope, target, community=community)
 
 
@@ -281,10 +281,8 @@ def _features(conn: Connection, plan_id: int, scope: str, target: int, codes: li
 
 def _load(conn: Connection, caller: Caller, plan_id: int, codes: list[str], need_valid: bool = False):
     """The plan's grids `codes` (GeoDataFrame indexed by code): each must be in the caller's area and exist."""
-    outside = [c for c in codes if not caller.can_see(c)]
-    if outside:
-        raise Forbidden(f"Grid {', '.join(outside)} is outside your area {caller.area_code}; you may edit only "
-                        "grids in your area.", field="code")
+    for code in codes:
+        caller.require_area(code, "code", what="grid")
     grids = gpd.read_postgis(text("SELECT code, name, kind, worker_id, geom FROM areas WHERE version_id = :v "
                                   "AND level = 'grid' AND code = ANY(:codes)"),
                              conn, geom_col="geom", params={"v": plan_id, "codes": list(codes)}).set_index("code")

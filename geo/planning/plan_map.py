@@ -6,7 +6,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from geo.auth import Caller
-from geo.errors import Forbidden, NotFound
+from geo.errors import NotFound
 from geo.planning import plans
 
 SMALL_PLAN_GRIDS = 60  # a plan (in the caller's scope) this small is shown whole; else its first community
@@ -70,8 +70,7 @@ def gather(conn: Connection, caller: Caller, plan_id: int, area: str | None = No
     """What the page shell shows of plan `plan_id` around `area` (a district, street or community code)."""
     plan = plans.get(conn, caller, plan_id)  # checks the caller's role and that the plan exists
     code = area or _default_area(conn, caller, plan_id)
-    if not caller.can_see(code):
-        raise Forbidden(f"Area {code} is outside your area {caller.area_code}; pass an area inside it.", field="area")
+    caller.require_area(code, "area")
     row = conn.execute(text(AREA_SQL), {"code": code}).first()
     if row is None:
         raise NotFound(f"No district, street or community {code}; pass ?area= a code from GET /areas.", field="area")

@@ -11,8 +11,13 @@ from geo.errors import Conflict, NotFound
 WRITE_ROLES = ("planner",)  # admins may do anything
 READ_ROLES = ("planner", "supervisor")
 
+# Who sees a version: published ones (and admins' drafts) are everyone's; a draft belongs to its creator's area
+# and is seen by callers whose area holds it or lies inside it. Elsewhere it does not exist (404).
+VISIBLE = ("(v.area_code IS NULL OR starts_with(v.area_code, CAST(:scope AS text)) "
+           "OR starts_with(CAST(:scope AS text), v.area_code))")
+
 _SUMMARY = """
-    SELECT v.id, v.name, v.status, v.revision, v.based_on_id, v.note, v.created_by,
+    SELECT v.id, v.name, v.status, v.revision, v.based_on_id, v.note, v.created_by, v.area_code,
            v.created_at, v.activated_at, v.retired_at,
            count(a.id) AS grids, coalesce(sum(a.households), 0) AS households,
            count(a.id) FILTER (WHERE a.worker_id IS NULL) AS grids_without_worker
@@ -39,10 +44,12 @@ def create(conn: Connection, caller: Caller, name: str, note: str | None = None,
         raise NotFound("There is no active grid version to copy; load one first (wangge fixtures load).")
     if based_on and conn.execute(text("SELECT 1 FROM grid_versions WHERE id = :id"), {"id": based_on}).first() is None:
         raise NotFound(f"No grid version {based_on} to base the plan on.", field="based_on")
+    if based_on:
+        require_visible(conn, caller, based_on, field="based_on")
     plan_id = conn.execute(text(
-        "INSERT INTO grid_versions (name, status, based_on_id, created_by, note) "
-        "VALUES (:name, 'draft', :source, :user, :note) RETURNING id"),
-        {"name": name, "source": source, "user": caller.id, "note": note}).scalar_one()
+        "INSERT INTO grid_versions (name, status, based_on_id, created_by, note, area_code) "
+        "VALUES (:name, 'draft', :source, :user, :note, :area) RETURNING id"),
+        {"name": name, "source": source, "user": caller.id, "note": note, "area": caller.area_code}).scalar_one()
     conn.execute(text("""
         INSERT INTO areas (code, level, name, parent_id, version_id, kind, households, worker_id, is_synthetic, geom)
         SELECT code, level, name, parent_id, :plan, kind, households, worker_id, is_synthetic, geom
@@ -55,21 +62,32 @@ def create(conn: Connection, caller: Caller, name: str, note: str | None = None,
 def list_(conn: Connection, caller: Caller) -> list[dict]:
     """Every grid version, newest first, with its grid and household counts."""
     caller.require_role(*READ_ROLES)
-    return [_summary(row) for row in conn.execute(text(_SUMMARY.format(where="")))]
+    rows = conn.execute(text(_SUMMARY.format(where=f"WHERE {VISIBLE}")), {"scope": caller.scope})
+    return [_summary(row) for row in rows]
 
 
 def get(conn: Connection, caller: Caller, plan_id: int) -> dict:
     """A plan's summary (404 when there is none)."""
     caller.require_role(*READ_ROLES)
-    row = conn.execute(text(_SUMMARY.format(where="WHERE v.id = :id")), {"id": plan_id}).first()
+    row = conn.execute(text(_SUMMARY.format(where=f"WHERE v.id = :id AND {VISIBLE}")),
+                       {"id": plan_id, "scope": caller.scope}).first()
     if row is None:
-        raise NotFound(f"No plan {plan_id}; list plans with GET /plans.", field="plan_id")
+        raise NotFound(f"No plan {plan_id} in your area; list plans with GET /plans.", field="plan_id")
     return _summary(row)
+
+
+def require_visible(conn: Connection, caller: Caller, plan_id: int, field: str = "plan_id") -> None:
+    """NotFound unless the caller may see this version (VISIBLE): a plan outside their area does not exist."""
+    seen = conn.execute(text(f"SELECT 1 FROM grid_versions v WHERE v.id = :id AND {VISIBLE}"),
+                        {"id": plan_id, "scope": caller.scope}).first()
+    if seen is None:
+        raise NotFound(f"No plan {plan_id} in your area; list plans with GET /plans.", field=field)
 
 
 def discard(conn: Connection, caller: Caller, plan_id: int) -> None:
     """Delete a draft and its grids; active and retired versions are history and stay."""
     caller.require_role(*WRITE_ROLES)
+    require_visible(conn, caller, plan_id)
     draft(conn, plan_id)
     conn.execute(text("UPDATE jobs SET status = 'cancelled' WHERE status IN ('queued', 'running') "
                       "AND (params->>'plan_id')::int = :id"), {"id": plan_id})

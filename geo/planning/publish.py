@@ -161,9 +161,8 @@ def _lock_incidents(conn: Connection) -> None:
 def _within_scope(caller: Caller, plan_id: int, impact: dict) -> dict:
     outside = [f["id"] for f in impact["grids"]["features"] if not caller.can_see(f["id"])]
     if outside:
-        raise Forbidden(f"Plan {plan_id} changes {len(outside)} grids outside your area {caller.area_code} "
-                        f"(e.g. {', '.join(outside[:5])}); ask a planner responsible for them to publish it.",
-                        field="plan_id")
+        raise Forbidden(f"Plan {plan_id} changes {len(outside)} grids outside your area; ask a planner "
+                        "responsible for them to publish it.", field="plan_id")
     return impact
 
 
