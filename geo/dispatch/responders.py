@@ -139,7 +139,7 @@ VALUES (CAST(:name AS text), CAST(:phone AS text), CAST(:role AS text), CAST(:de
         CAST(:home_grid_code AS text), CAST(:status AS text), CAST(:user_id AS int))
 RETURNING id"""))
 _LOCK = Query(text(f"SELECT r.id, r.status, r.user_id FROM responders r WHERE r.id = CAST(:id AS int) AND {VISIBLE} "
-                   "FOR UPDATE"))
+                   f"AND {OWN} FOR UPDATE"))
 _UPDATE = Query(text("""
 UPDATE responders SET
     name = CASE WHEN CAST(:set_name AS bool) THEN CAST(:name AS text) ELSE name END,
@@ -205,7 +205,7 @@ async def update(conn, caller: Caller, responder_id: int, values: dict, max_age_
     if unknown:
         raise InvalidInput(f"Cannot change {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
     async with conn.transaction():
-        row = await _LOCK.fetchrow(conn, id=responder_id, scope=caller.scope)
+        row = await _LOCK.fetchrow(conn, id=responder_id, scope=caller.scope, own=caller.own_responder)
         if row is None:
             raise NotFound(f"No responder {responder_id} in your area.", field="id")
         if caller.role not in ("admin", *STAFF):
@@ -373,7 +373,7 @@ async def delete(conn, caller: Caller, responder_id: int) -> None:
     """Remove a responder that never worked a grid or an incident; others keep their history (go off duty)."""
     caller.require_role(*STAFF)
     async with conn.transaction():
-        if await _LOCK.fetchrow(conn, id=responder_id, scope=caller.scope) is None:
+        if await _LOCK.fetchrow(conn, id=responder_id, scope=caller.scope, own=caller.own_responder) is None:
             raise NotFound(f"No responder {responder_id} in your area.", field="id")
         history = await _HISTORY.fetchval(conn, id=responder_id)
         if history:
