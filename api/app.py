@@ -1,5 +1,6 @@
 """The FastAPI application factory; the lifespan owns the database pool."""
 
+import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast, policy
 from api.deps import get_caller
-from api.limits import BodyLimit
+from api.limits import BodyLimit, RejectNul
 from api.routes import (
     analysis,
     areas,
@@ -45,19 +46,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # asyncpg directly: statements are prepared once per connection and no BEGIN/ROLLBACK wraps reads.
         app.state.pool = await asyncpg.create_pool(
-            settings.libpq_url(), min_size=0, max_size=settings.pool_size,
-            server_settings={"timezone": settings.timezone},  # times in JSON come out in local time
+            settings.libpq_url(), min_size=0, max_size=settings.pool_size, timeout=settings.db_connect_timeout_s,
+            # the server cancels a long statement; the client gives up a little later if the server is frozen
+            command_timeout=settings.db_statement_timeout_s + 5,
+            server_settings={"timezone": settings.timezone,  # times in JSON come out in local time
+                             "statement_timeout": str(int(settings.db_statement_timeout_s * 1000))},
         )
         app.state.token_cache = {}
         app.state.fast_connections = fast.connections(settings)  # lean GET /dispatch/nearest, /grids/at (api/fast.py)
         # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
-        app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4)
+        connect = {"connect_timeout": max(1, int(settings.db_connect_timeout_s))}
+        app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4,
+                                            pool_timeout=settings.db_acquire_timeout_s, connect_args=connect)
         escalator = escalation.start(settings.escalation_interval_s, app.state.sync_engine, settings.escalation_steps_h)
         app.state.jobs = await job_runner.start(app.state.sync_engine)  # fails jobs a stopped service left running
         yield
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
-        await app.state.pool.close()
+        await _close(app.state.pool, settings.db_connect_timeout_s)
         await app.state.fast_connections.close()
         app.state.sync_engine.dispose()
 
@@ -71,15 +77,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    # Innermost, so every middleware below applies to it too: the lean path for GET /dispatch/nearest and
-    # /grids/at (api/fast.py), built from those routes' own query models and reply functions.
-    app.add_middleware(fast.LeanPath)
     # Only big pages (maps, exports) are worth compressing; small hot-path replies go out as they are.
     app.add_middleware(GZipMiddleware, minimum_size=64_000)
+    # Inside the body limit and any middleware added below: the lean path for GET /dispatch/nearest and
+    # /grids/at (api/fast.py), built from those routes' own query models and reply functions. It sits outside
+    # compression only: its replies (one Feature, or at most 100 small ones) go out uncompressed.
+    app.add_middleware(fast.LeanPath)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        limits={"/incidents/bulk": settings.bulk_max_bytes,
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
                                r"/plans/(from-file|\d+/import)$": settings.bulk_max_bytes})  # plan files
+    app.add_middleware(RejectNul)
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                plan_checks, plan_files, plan_publish, jobs)
     for module in modules:
@@ -89,6 +97,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     policy.check_routes([*app.router.routes, *(r for m in modules for r in m.router.routes)], get_caller)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app
+
+
+async def _close(pool: asyncpg.Pool, timeout_s: float) -> None:
+    """Close the pool's connections politely, or drop them if the database does not answer in time."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except Exception:  # timed out, or the connections are already broken
+        pool.terminate()
 
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"  # Swagger UI and ReDoc, shipped in the wheel

@@ -25,7 +25,8 @@ def get_settings(request: Request) -> Settings:
 
 async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
     """A connection from the app's asyncpg pool for the length of the request."""
-    async with request.app.state.pool.acquire() as conn:
+    state = request.app.state
+    async with state.pool.acquire(timeout=state.settings.db_acquire_timeout_s) as conn:
         yield conn
 
 

@@ -1,8 +1,11 @@
 """One table maps domain errors to HTTP statuses; every error reply has the same JSON shape."""
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,6 +51,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state.",
     413: "The body is too large.",
     422: "The request does not match the documented parameters or body.",
+    503: "The database is not answering; retry after the Retry-After seconds.",
 }
 # Documented on every route, in the shape the handlers below really send.
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -123,9 +127,34 @@ def _document_errors_as_json(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
+# The database is down, restarting, frozen or out of connections: the request may succeed later.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.QueryCanceledError,
+    asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, OSError, TimeoutError,
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+)
+RETRY_AFTER_S = 5
+log = logging.getLogger("wangge.api")
+
+
+def unavailable_response(request_line: str, exc: BaseException) -> JSONResponse:
+    """503 in the one error shape, with Retry-After; logged as one line, not a traceback."""
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    log.warning("database unavailable: %s: %s: %s", request_line, type(exc).__name__, reason)
+    return JSONResponse(error_body("database_unavailable", "The database is not answering (down, restarting or "
+                                   f"busy). Nothing was changed by this request; retry in {RETRY_AFTER_S} s."),
+                        503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return unavailable_response(f"{request.method} {request.url.path}", exc)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the one shape, and document that shape."""
     _document_errors_as_json(app)
+    for cls in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)
     app.add_exception_handler(errors.DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

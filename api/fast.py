@@ -1,11 +1,12 @@
 """Lean path for the hottest reads: GET /dispatch/nearest and /grids/at, built from their routes' own parts.
 
-`LeanPath` is an ASGI middleware that `create_app` installs innermost, so body limits, compression and any
-other middleware apply to it as to every route. For a GET of those two paths with a bearer token and only
-the route's own parameters, it validates the query with the route's model (api.params), resolves the caller,
-runs the route's reply function (api.routes) on a lean connection and sends the bytes, or the error reply the
-route's handler would send (api.errors): the same answer, without FastAPI's dependency and routing work.
-Anything else (other parameters, repeated ones, a token in the URL, dependency overrides) goes to the route.
+`LeanPath` is an ASGI middleware that `create_app` installs inside the body limit and any other middleware
+but compression (its small replies go out as they are), so they apply to it as to every route. For a GET of
+those two paths with a bearer token and only the route's own parameters, it validates the query with the
+route's model (api.params), resolves the caller, checks the route's policy (api.policy), runs the route's reply
+function (api.routes) on a lean connection and sends the bytes, or the error reply the route's handler would
+send (api.errors): the same answer, without FastAPI's dependency and routing work. Anything else (other
+parameters, repeated ones, a token in the URL, dependency overrides) goes to the route.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import cached_caller
-from api.errors import domain_response, validation_response
+from api.errors import DATABASE_UNAVAILABLE, domain_response, unavailable_response, validation_response
 from api.params import GridAtQuery, NearestQuery, PointQuery
 from api.policy import authorize
 from api.routes.areas import grid_at_reply
@@ -30,7 +31,6 @@ from api.routes.dispatch import nearest_reply
 from api.settings import Settings
 from geo.errors import DomainError
 
-CONNECT_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -99,9 +99,8 @@ async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Respons
         return validation_response([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()])
     try:
         conn = await pool.take()
-    except Exception:
-        log.warning("lean %s could not connect; the route answers instead", scope["path"], exc_info=True)
-        return None
+    except DATABASE_UNAVAILABLE as exc:
+        return unavailable_response(f"GET {scope['path']}", exc)
     state = scope["app"].state
     try:
         caller = await cached_caller(state, conn, bearer_token(scope["headers"]))
@@ -110,10 +109,9 @@ async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Respons
     except DomainError as exc:
         pool.give(conn)
         return domain_response(exc)
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-        pool.discard(conn)  # a broken lean connection: the route answers on the main pool
-        log.warning("lean %s lost its connection; the route answers instead", scope["path"], exc_info=True)
-        return None
+    except DATABASE_UNAVAILABLE as exc:
+        pool.discard(conn)  # a broken or timed-out lean connection
+        return unavailable_response(f"GET {scope['path']}", exc)
     except BaseException:
         pool.discard(conn)  # its state is unknown
         raise
@@ -127,10 +125,13 @@ class Connections:
     under a microsecond (asyncpg's Pool: ~40 µs of shielding, timeouts and a reset query). The connections use
     generic plans: re-planning the dispatch statement on every call cost more than running it."""
 
-    def __init__(self, dsn: str, size: int, timezone: str):
-        """Up to `size` connections to `dsn`, with generic plans and the given time zone."""
-        self.dsn, self.size = dsn, size
-        self.server_settings = {"timezone": timezone, "plan_cache_mode": "force_generic_plan"}
+    def __init__(self, dsn: str, size: int, timezone: str, connect_timeout_s: float = 5,
+                 statement_timeout_s: float = 30):
+        """Up to `size` connections to `dsn`, with generic plans, the given time zone and timeouts."""
+        self.dsn, self.size, self.connect_timeout_s = dsn, size, connect_timeout_s
+        self.command_timeout_s = statement_timeout_s + 5  # the server cancels first; this covers a frozen one
+        self.server_settings = {"timezone": timezone, "plan_cache_mode": "force_generic_plan",
+                                "statement_timeout": str(int(statement_timeout_s * 1000))}
         self.idle: list[asyncpg.Connection] = []
         self.open = 0  # connections made and not yet dropped
         self.waiters: deque[asyncio.Future] = deque()
@@ -145,7 +146,8 @@ class Connections:
                 self.open += 1
                 try:
                     return await asyncpg.connect(self.dsn, server_settings=self.server_settings,
-                                                 timeout=CONNECT_TIMEOUT_S)
+                                                 timeout=self.connect_timeout_s,
+                                                 command_timeout=self.command_timeout_s)
                 except BaseException:
                     self._dropped()
                     raise
@@ -195,4 +197,5 @@ class Connections:
 
 def connections(settings: Settings) -> Connections:
     """The lean path's connections, as many as the main pool may hold."""
-    return Connections(settings.libpq_url(), settings.pool_size, settings.timezone)
+    return Connections(settings.libpq_url(), settings.pool_size, settings.timezone, settings.db_connect_timeout_s,
+                       settings.db_statement_timeout_s)

@@ -1,13 +1,15 @@
 """The query shapes the routes share, each parsed in one place: codes, pages, comma lists, bboxes and points."""
 
+from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import Query
-from pydantic import BaseModel, Field
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from geo import crs
 from geo.dispatch import nearest as dispatch
 from geo.errors import InvalidInput
+from geo.incidents.timelimits import year_problem
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
 
 AREA_CODE = r"^[0-9]{6}([0-9]{3}){0,3}$"  # district 6, street 9, community 12, grid 15 digits
@@ -15,6 +17,7 @@ COMMUNITY_CODE = r"^[0-9]{12}$"
 GRID_CODE = r"^[0-9]{15}$"
 AREA_ABOVE_GRID_CODE = r"^[0-9]{6}([0-9]{3}){0,2}$"  # district, street or community
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones name nothing
+MAX_BIGINT = 2**63 - 1  # incident ids are bigints
 MAX_PAGE = 1000  # the most features one page of a list returns, whatever `limit` asks
 
 AreaCodeQuery = Annotated[str | None, Query(pattern=AREA_CODE, description="6, 9, 12 or 15-digit area code")]
@@ -73,7 +76,7 @@ class PointQuery(BaseModel):
 class GridAtQuery(PointQuery):
     """GET /grids/at: a point, and which grid version to look in."""
 
-    version: int | None = Field(None, description="Grid version id; default: the active one")
+    version: int | None = Field(None, ge=1, le=MAX_ID, description="Grid version id; default: the active one")
 
 
 class NearestQuery(PointQuery):
@@ -82,7 +85,7 @@ class NearestQuery(PointQuery):
     k: int = Field(5, description="clamped to 1..100")
     status: str = Field("available", description="comma-separated; default available")
     role: str | None = Field(None, description="comma-separated")
-    max_distance: float | None = Field(None, gt=0, description="metres")
+    max_distance: float | None = Field(None, ge=0.01, le=20_040_000, description="metres (1 cm to half the globe)")
     mode: Literal["straight", "network"] = "straight"
     include_stale: bool = False
 
@@ -93,3 +96,42 @@ class NearestQuery(PointQuery):
                                 statuses=comma_list(self.status, RESPONDER_STATUSES, "status"),
                                 roles=comma_list(self.role, RESPONDER_ROLES, "role"),
                                 max_distance_m=self.max_distance, include_stale=self.include_stale, mode=self.mode)
+
+
+# Path and query ids, bounded to the database's integers (a larger one is a 422 naming it, never a 500).
+IncidentId = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="Incident id")]
+ResponderId = Annotated[int, Path(ge=1, le=MAX_ID, description="Responder id")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="Job id")]
+VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Grid version id; default: the active one")]
+
+
+def _supported_year(value):
+    if problem := year_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+# A date or time inside the supported years (geo.incidents.timelimits.MIN_YEAR..MAX_YEAR), else 422 naming it.
+When = Annotated[datetime, AfterValidator(_supported_year)]
+Day = Annotated[date, AfterValidator(_supported_year)]
+
+
+class BodyModel(BaseModel):
+    """Base of every JSON body: no text may hold a NUL character (PostgreSQL text cannot store one)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value):
+        if _has_nul(value):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return value
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     pool_size: int = Field(default=10, ge=1)
+    # Database timeouts (s): connecting, waiting for a pooled connection, and one API statement (bulk work and
+    # analyses in threads are not limited by the last). A frozen database gives 503s after these, not hangs.
+    db_connect_timeout_s: float = Field(default=5, gt=0)
+    db_acquire_timeout_s: float = Field(default=10, gt=0)
+    db_statement_timeout_s: float = Field(default=30, gt=0)
     token_cache_s: float = 30.0
     max_features: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # JSON requests; bulk uploads have their own limit

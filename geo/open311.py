@@ -306,6 +306,7 @@ class NewRequest:
     public: dict | None = None  # address_string, address_id, media_url
     contact: dict | None = None  # first_name, last_name, email, phone, device_id, account_id
     attributes: dict | None = None
+    idempotency_key: str | None = None  # the Idempotency-Key header: a retried POST files one incident
 
 
 async def create(conn, caller: Caller, new: NewRequest) -> dict:
@@ -319,6 +320,7 @@ async def create(conn, caller: Caller, new: NewRequest) -> dict:
     feature, _ = await incidents.create(conn, caller, incidents.NewIncident(
         category=new.service_code, lon=new.lon, lat=new.lat, description=new.description, source="open311",
         input_crs=new.input_crs, reporter_contact=new.contact or None, extra=extra,
+        idempotency_key=new.idempotency_key,
     ))
     incident_id = orjson.loads(feature)["id"]
     return {"service_request_id": str(incident_id),

@@ -7,19 +7,18 @@ from fastapi import APIRouter, Path, Query, Request
 
 from api.deps import Conn, CurrentCaller
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from api.params import AREA_CODE, GRID_CODE, GridAtQuery, page_limit
+from api.params import AREA_CODE, GRID_CODE, GridAtQuery, VersionQuery, page_limit
 from api.schemas import AreaProperties, AreaVersionProperties, Feature, FeatureCollection, geojson
 from geo.areas import hierarchy as areas
 
 router = APIRouter(tags=["areas"])
 
 Code = Annotated[str, Path(pattern=AREA_CODE, description="6, 9, 12 or 15-digit area code")]
-Version = Annotated[int | None, Query(description="Grid version id; default: the active one")]
 
 
 @router.get("/areas/{code}", response_class=GeoJSONResponse, responses=geojson(Feature[AreaProperties]))
 async def get_area(code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
-                   version: Version = None) -> GeoJSONResponse:
+                   version: VersionQuery = None) -> GeoJSONResponse:
     """One area as a Feature: code, name, level, households, worker and parent chain."""
     return feature(await areas.get(conn, caller, code, geometry, version))
 
@@ -27,7 +26,7 @@ async def get_area(code: Code, conn: Conn, caller: CurrentCaller, geometry: bool
 @router.get("/areas/{code}/children", response_class=GeoJSONResponse,
             responses=geojson(FeatureCollection[AreaProperties]))
 async def get_children(request: Request, code: Code, conn: Conn, caller: CurrentCaller, geometry: bool = True,
-                       version: Version = None, after: str = "",
+                       version: VersionQuery = None, after: str = "",
                        limit: Annotated[int, Query(ge=1)] = 100) -> GeoJSONResponse:
     """The area's children as a FeatureCollection, paged by code (`after`), `limit` clamped to 1000."""
     limit = page_limit(limit)

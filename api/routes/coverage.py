@@ -4,11 +4,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, SettingsDep, SyncEngine
-from api.params import AREA_CODE
+from api.params import AREA_CODE, BodyModel
 from api.schemas_analysis import GridCoverage, Hotspots, ResponseCoverage, Staffing, Stationing
 from geo.analysis import coverage
 from geo.analysis import hotspots as hotspot_analysis
@@ -74,7 +74,7 @@ async def response_coverage_chart(conn: Conn, caller: CurrentCaller, settings: S
     return Response(svg, media_type="image/svg+xml")
 
 
-class StationingIn(BaseModel):
+class StationingIn(BodyModel):
     """The body of POST /analysis/stationing: where to place k posts and what counts as covered."""
     area: str | None = Field(None, pattern=AREA_CODE)
     k: int = Field(5, ge=1, le=stationing_analysis.MAX_K, description="posts to place (MCLP)")

@@ -1,20 +1,24 @@
 """Responders (CRUD, position pings), the nearest responders to a point, and dispatching an incident."""
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.deps import Conn, CurrentCaller, SettingsDep
 from api.geojson import GeoJSONResponse, feature, feature_collection
 from api.params import (
     AREA_CODE,
     GRID_CODE,
+    MAX_ID,
     BBoxQuery,
+    BodyModel,
+    IncidentId,
     NearestQuery,
+    ResponderId,
+    When,
     comma_list,
     page_limit,
     parse_bbox,
@@ -40,7 +44,7 @@ Status = Literal["available", "busy", "off_duty"]
 CrsField = Field("EPSG:4326", description="EPSG:4326, EPSG:4490, GCJ-02 or BD-09")
 
 
-class ResponderIn(BaseModel):
+class ResponderIn(BodyModel):
     """The body of POST /responders."""
     name: str = Field(min_length=1, max_length=200)
     role: Role
@@ -51,7 +55,7 @@ class ResponderIn(BaseModel):
     user_id: int | None = Field(None, description="the user account of the responder (grid worker's app)")
 
 
-class ResponderPatch(BaseModel):
+class ResponderPatch(BodyModel):
     """The body of PATCH /responders/{id}: only the fields given change."""
     name: str | None = Field(None, min_length=1, max_length=200)
     role: Role | None = None
@@ -62,13 +66,13 @@ class ResponderPatch(BaseModel):
     user_id: int | None = None
 
 
-FixTime = Annotated[datetime | None, Field(description="when the fix was taken (ISO 8601; default now; naive = "
+FixTime = Annotated[When | None, Field(description="when the fix was taken (ISO 8601; default now; naive = "
                                                      "Beijing time); at most 2 minutes ahead of the server clock")]
 Accuracy = Annotated[float | None, Field(ge=0)]
 FixSource = Annotated[str | None, Field(max_length=32, description="e.g. gps, app, avl")]
 
 
-class PositionIn(BaseModel):
+class PositionIn(BodyModel):
     """One position of a responder, in the given crs."""
     lon: float
     lat: float
@@ -78,7 +82,7 @@ class PositionIn(BaseModel):
     source: FixSource = None
 
 
-class PingIn(BaseModel):
+class PingIn(BodyModel):
     """One ping of a batch: whose position, where and when."""
     responder_id: int
     lon: float
@@ -89,13 +93,13 @@ class PingIn(BaseModel):
     source: FixSource = None
 
 
-class PingBatch(BaseModel):
+class PingBatch(BodyModel):
     """A batch of pings with a default crs."""
     crs: str = CrsField
     pings: list[PingIn]
 
 
-class DispatchIn(BaseModel):
+class DispatchIn(BodyModel):
     """The body of POST /incidents/{id}/dispatch."""
     responder_id: int | None = Field(None, description="default: the nearest available responder with a fresh "
                                                        "position")
@@ -129,7 +133,7 @@ async def list_responders(
     include_stale: Annotated[bool | None, Query(description="default: stale positions are left out when asking "
                                                             "for status=available, flagged otherwise")] = None,
     limit: Annotated[int, Query(ge=1, description="clamped to 1000")] = 100,
-    after: Annotated[int | None, Query(description="keyset: the last id of the previous page")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="keyset: the last id of the previous page")] = None,
 ) -> GeoJSONResponse:
     """Responders as a FeatureCollection of their last positions, with position age and `stale` flag."""
     box = parse_bbox(bbox)
@@ -143,7 +147,7 @@ async def list_responders(
 
 @router.get("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"],
             responses=geojson(Feature[ResponderProperties]))
-async def get_responder(responder_id: int, conn: Conn, caller: CurrentCaller,
+async def get_responder(responder_id: ResponderId, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
     """One responder: role, status, home grid, last position, its age and whether it is stale."""
     return feature(await responders.get(conn, caller, responder_id, settings.position_max_age_s))
@@ -151,7 +155,7 @@ async def get_responder(responder_id: int, conn: Conn, caller: CurrentCaller,
 
 @router.patch("/responders/{responder_id}", response_class=GeoJSONResponse, tags=["responders"],
               responses=geojson(Feature[ResponderProperties]))
-async def update_responder(responder_id: int, body: ResponderPatch, conn: Conn, caller: CurrentCaller,
+async def update_responder(responder_id: ResponderId, body: ResponderPatch, conn: Conn, caller: CurrentCaller,
                            settings: SettingsDep) -> GeoJSONResponse:
     """Change name, phone, role, status (shift), home grid, department or linked user; only the fields sent."""
     values = body.model_dump(exclude_unset=True)
@@ -159,7 +163,7 @@ async def update_responder(responder_id: int, body: ResponderPatch, conn: Conn, 
 
 
 @router.delete("/responders/{responder_id}", status_code=204, tags=["responders"])
-async def delete_responder(responder_id: int, conn: Conn, caller: CurrentCaller) -> Response:
+async def delete_responder(responder_id: ResponderId, conn: Conn, caller: CurrentCaller) -> Response:
     """Delete a responder with no history; one that worked grids or incidents must go off duty instead (409)."""
     await responders.delete(conn, caller, responder_id)
     return Response(status_code=204)
@@ -167,7 +171,7 @@ async def delete_responder(responder_id: int, conn: Conn, caller: CurrentCaller)
 
 @router.post("/responders/{responder_id}/position", response_class=GeoJSONResponse, tags=["responders"],
              responses=geojson(Feature[ResponderProperties]))
-async def post_position(responder_id: int, body: PositionIn, conn: Conn, caller: CurrentCaller,
+async def post_position(responder_id: ResponderId, body: PositionIn, conn: Conn, caller: CurrentCaller,
                         settings: SettingsDep) -> GeoJSONResponse:
     """One position ping: appended to the track; it becomes the last position if it is the newest."""
     text, result = await responders.ping(conn, caller, responder_id, body.lon, body.lat, body.crs, body.at,
@@ -218,7 +222,7 @@ def nearest_body(found: dispatch.NearestResult, lon: float, lat: float, speed_mp
 
 @router.post("/incidents/{incident_id}/dispatch", response_class=GeoJSONResponse, tags=["dispatch"],
              responses=geojson(Feature[IncidentProperties]))
-async def dispatch_incident(incident_id: int, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
+async def dispatch_incident(incident_id: IncidentId, conn: Conn, caller: CurrentCaller, settings: SettingsDep,
                             body: DispatchIn | None = None) -> GeoJSONResponse:
     """Send a responder (default: the nearest available with a fresh position): it becomes busy and the
     incident dispatched (filed first if it was only reported), with events, in one transaction."""

@@ -5,11 +5,24 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from api.deps import Conn, CurrentCaller
 from api.geojson import GeoJSONResponse, feature, feature_collection
-from api.params import GRID_CODE, AreaCodeQuery, BBoxQuery, CommaList, GridCodeQuery, comma_list, page_limit, parse_bbox
+from api.params import (
+    GRID_CODE,
+    MAX_ID,
+    AreaCodeQuery,
+    BBoxQuery,
+    BodyModel,
+    CommaList,
+    GridCodeQuery,
+    IncidentId,
+    When,
+    comma_list,
+    page_limit,
+    parse_bbox,
+)
 from api.schemas import Feature, FeatureCollection, IncidentProperties, geojson
 from geo import crs
 from geo.errors import InvalidInput
@@ -21,13 +34,13 @@ from geo.models import INCIDENT_STATUSES
 router = APIRouter(tags=["incidents"])
 
 
-class Point(BaseModel):
+class Point(BodyModel):
     """A GeoJSON Point."""
     type: Literal["Point"]
     coordinates: Annotated[list[float], Field(min_length=2, max_length=3)]
 
 
-class Contact(BaseModel):
+class Contact(BodyModel):
     """The reporter's contact details, stored with the incident."""
     first_name: str | None = Field(None, max_length=100)
     last_name: str | None = Field(None, max_length=100)
@@ -35,7 +48,7 @@ class Contact(BaseModel):
     phone: str | None = Field(None, max_length=40)
 
 
-class IncidentIn(BaseModel):
+class IncidentIn(BodyModel):
     """The body of POST /incidents: a category and a location, as lon/lat or a GeoJSON Point."""
     category: str = Field(max_length=32, description="Category code, see GET /open311/v2/services.json")
     description: str | None = Field(None, max_length=4000)
@@ -68,22 +81,22 @@ class IncidentIn(BaseModel):
         return crs.to_wgs84(lon, lat, self.crs)
 
 
-class ActionIn(BaseModel):
+class ActionIn(BodyModel):
     """The body of POST /incidents/{id}/actions: a workflow action."""
     action: str = Field(description=f"one of {', '.join(workflow.ACTIONS)}")
     note: str | None = Field(None, max_length=2000)
-    due_at: datetime | None = Field(None, description="for 'extend': the new due time (ISO 8601 with zone)")
+    due_at: When | None = Field(None, description="for 'extend': the new due time (ISO 8601 with zone)")
     assignee_id: int | None = Field(None, description="for 'dispatch': the responder sent")
 
 
-class ReassignIn(BaseModel):
+class ReassignIn(BodyModel):
     """The body of POST /incidents/{id}/reassign: another grid or responder, and why."""
     note: str = Field(max_length=2000, description="the reason")
     grid_code: str | None = Field(None, pattern=GRID_CODE)
     assignee_id: int | None = None
 
 
-class MergeIn(BaseModel):
+class MergeIn(BodyModel):
     """The body of POST /incidents/{id}/merge: the incident this one repeats."""
     into: int
     note: str | None = Field(None, max_length=2000)
@@ -132,9 +145,9 @@ Limit = Annotated[int, Query(ge=1, description="clamped to 1000")]
 @router.get("/incidents", response_class=GeoJSONResponse, responses=geojson(FeatureCollection[IncidentProperties]))
 async def list_incidents(request: Request, conn: Conn, caller: CurrentCaller, bbox: BBoxQuery = None,
                          area: AreaCodeQuery = None, grid: GridCodeQuery = None, status: CommaList = None,
-                         category: CommaList = None,
-                         overdue: bool | None = None, assignee: int | None = None, since: datetime | None = None,
-                         until: datetime | None = None, limit: Limit = 100, cursor: str | None = None):
+                         category: CommaList = None, overdue: bool | None = None,
+                         assignee: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, since: When | None = None,
+                         until: When | None = None, limit: Limit = 100, cursor: str | None = None):
     """Incidents in your area, newest first, paged with a keyset cursor (follow the `next` link)."""
     filters = _filters(bbox, area, grid, status, category, overdue, assignee, since, until)
     return await _page(request, conn, caller, filters, limit, cursor)
@@ -158,14 +171,14 @@ async def _page(request, conn, caller, filters, limit, cursor) -> GeoJSONRespons
 
 @router.get("/incidents/{incident_id}", response_class=GeoJSONResponse,
             responses=geojson(Feature[IncidentProperties]))
-async def get_incident(incident_id: int, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+async def get_incident(incident_id: IncidentId, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """One incident with its full event history."""
     return feature(await incidents.get(conn, caller, incident_id))
 
 
 @router.post("/incidents/{incident_id}/actions", response_class=GeoJSONResponse,
              responses=geojson(Feature[IncidentProperties]))
-async def act(incident_id: int, body: ActionIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+async def act(incident_id: IncidentId, body: ActionIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Move the incident through the workflow; an illegal action gets 409 with the allowed ones."""
     return feature(await incidents.act(conn, caller, incident_id, body.action, body.note, _aware(body.due_at),
                                        body.assignee_id))
@@ -173,13 +186,13 @@ async def act(incident_id: int, body: ActionIn, conn: Conn, caller: CurrentCalle
 
 @router.post("/incidents/{incident_id}/reassign", response_class=GeoJSONResponse,
              responses=geojson(Feature[IncidentProperties]))
-async def reassign(incident_id: int, body: ReassignIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+async def reassign(incident_id: IncidentId, body: ReassignIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Manual reassignment to another grid (and its worker) or responder, with a reason."""
     return feature(await incidents.reassign(conn, caller, incident_id, body.note, body.grid_code, body.assignee_id))
 
 
 @router.post("/incidents/{incident_id}/merge", response_class=GeoJSONResponse,
              responses=geojson(Feature[IncidentProperties]))
-async def merge(incident_id: int, body: MergeIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
+async def merge(incident_id: IncidentId, body: MergeIn, conn: Conn, caller: CurrentCaller) -> GeoJSONResponse:
     """Merge a duplicate into the incident it repeats."""
     return feature(await incidents.merge(conn, caller, incident_id, body.into, body.note))

@@ -3,18 +3,17 @@
 import random
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import Field
 
 from api.deps import CurrentCaller, PlanId, SyncEngine
-from api.params import AREA_ABOVE_GRID_CODE
+from api.params import AREA_ABOVE_GRID_CODE, BodyModel, JobId
 from api.schemas_plans import Job
 from geo import jobs
 from geo.planning import propose
 
 router = APIRouter(tags=["plans"])
 
-JobId = Annotated[int, Path(ge=1, description="Job id")]
 
 
 def get_runner(request: Request) -> jobs.Runner:
@@ -51,7 +50,7 @@ def cancel_job(job_id: JobId, caller: CurrentCaller, engine: SyncEngine) -> dict
         return _links(jobs.cancel(conn, caller, job_id))
 
 
-class Proposal(BaseModel):
+class Proposal(BodyModel):
     """The body of POST /plans/{id}/propose: the area to redraw and the household target."""
     revision: int = Field(ge=0, description="The plan revision the proposal is based on (GET /plans/{id})")
     area: str = Field(pattern=AREA_ABOVE_GRID_CODE,

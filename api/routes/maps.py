@@ -1,6 +1,5 @@
 """Interactive folium pages."""
 
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -8,7 +7,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Conn, CurrentCaller, PlanId, SettingsDep, SyncEngine
-from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE, comma_list, point_wgs84
+from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE, Day, VersionQuery, comma_list, point_wgs84
 from geo.areas import hierarchy as areas
 from geo.incidents import incident_map
 from geo.models import RESPONDER_ROLES, RESPONDER_STATUSES
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/maps", tags=["maps"])
 @router.get("/grids", response_class=HTMLResponse)
 async def grids_map(conn: Conn, caller: CurrentCaller,
                     area: Annotated[str | None, Query(pattern=AREA_CODE)] = None,
-                    version: int | None = None) -> HTMLResponse:
+                    version: VersionQuery = None) -> HTMLResponse:
     """The hierarchy under `area` (default: the caller's own area, else the first district)."""
     code = area or caller.area_code or "110102"
     rows = await areas.subtree(conn, caller, code, version)
@@ -38,9 +37,9 @@ async def incidents_map(request: Request, conn: Conn, caller: CurrentCaller,
                                             Query(description="category code(s); default all")] = None,
                         status: Annotated[list[str] | None, Query(description="open (default), pending, final, all, "
                                                                               "or status name(s)")] = None,
-                        start: Annotated[date | None, Query(alias="from", description="first day (default: 29 "
+                        start: Annotated[Day | None, Query(alias="from", description="first day (default: 29 "
                                                                                        "days before `to`)")] = None,
-                        end: Annotated[date | None, Query(alias="to", description="last day, inclusive "
+                        end: Annotated[Day | None, Query(alias="to", description="last day, inclusive "
                                                                                   "(default: today)")] = None,
                         ) -> HTMLResponse:
     """The supervisor map of `area`: grids by open/overdue count, overdue red lights, heat, trends, SLA."""

@@ -28,7 +28,7 @@ from api.schemas_open311 import (
 )
 from geo import crs, errors, open311
 from geo.auth import Caller
-from geo.incidents.timelimits import TZ
+from geo.incidents.timelimits import TZ, year_problem
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -114,6 +114,8 @@ async def _answer(fmt: str, root: str, produce) -> Response:
 
 def _first(params: dict[str, list[str]], name: str) -> str | None:
     """A parameter's first non-empty value: the spec treats an empty parameter as an absent one."""
+    if any("\x00" in value for value in params.get(name, ())):
+        raise SpecError(400, f"{name} holds a NUL character; remove it.")
     for value in params.get(name, ()):
         if value.strip():
             return value.strip()
@@ -170,6 +172,8 @@ def _attributes(params: dict[str, list[str]]) -> dict:
     """attribute[code]=value, and attribute[code][]=v1&attribute[code][]=v2 for multi-value lists."""
     found: dict = {}
     for key, values in params.items():
+        if key.startswith("attribute[") and "\x00" in key + "".join(values):
+            raise SpecError(400, f"{key} holds a NUL character; remove it.")
         if key.startswith("attribute[") and "]" in key:
             code = key[len("attribute["):key.index("]")]
             values = [v for v in values if v.strip()]
@@ -187,6 +191,8 @@ def _datetime(params: dict[str, list[str]], name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace(" ", "+") if "T" in value else value)
     except ValueError as exc:
         raise SpecError(400, f"{name} must use the w3 format, e.g. 2010-01-01T00:00:00Z; got {value!r}.") from exc
+    if problem := year_problem(parsed):
+        raise SpecError(400, f"{name} {problem}.")
     return parsed.replace(tzinfo=TZ) if parsed.tzinfo is None else parsed
 
 
@@ -348,7 +354,12 @@ async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
             key = authorization[7:].strip()
         caller = await _caller(request, conn, key, required=True)
         assert caller is not None  # required: a missing key was refused above
-        return [await open311.create(conn, caller, _new_request(params))]
+        new = _new_request(params)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= 200:
+            raise SpecError(400, "Idempotency-Key must be 1 to 200 characters.")
+        new.idempotency_key = key
+        return [await open311.create(conn, caller, new)]
     return await _answer(fmt, "service_requests", produce)
 
 

@@ -3,9 +3,10 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.deps import CurrentCaller, PlanId, SyncEngine
+from api.params import BodyModel
 from api.schemas_plans import PlanValidation, SliversFixed
 from geo.planning import validation as pv
 
@@ -30,7 +31,7 @@ def validate_plan(plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
                            min_compactness=min_compactness)
 
 
-class FixSlivers(BaseModel):
+class FixSlivers(BodyModel):
     """The body of POST /plans/{id}/fix-slivers."""
     revision: int = Field(ge=0, description="The plan's current revision (409 if stale)")
     sliver_m2: float = Field(default=pv.SLIVER_M2, ge=0, le=pv.MAX_SLIVER_M2)

@@ -3,11 +3,11 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from api.deps import CurrentCaller, PlanId, SyncEngine
 from api.geojson import GeoJSONResponse, feature_collection
-from api.params import COMMUNITY_CODE, GRID_CODE
+from api.params import COMMUNITY_CODE, GRID_CODE, BodyModel
 from api.schemas import FeatureCollection, geojson
 from api.schemas_plans import PlanEdit, PlanGridProperties
 from geo.planning import edits as plan_edits
@@ -19,7 +19,7 @@ Crs = Annotated[str, Field(description="EPSG:4326 (default), EPSG:4490, GCJ-02 o
 Target = Annotated[int, Query(ge=1, le=100_000, description="Households a grid should hold")]
 
 
-class _Geometry(BaseModel):
+class _Geometry(BodyModel):
     """A GeoJSON geometry; its coordinates are checked by the edit itself (validity, crs, community)."""
 
     type: str
@@ -36,7 +36,7 @@ class LineGeometry(_Geometry):
     type: Literal["LineString"]
 
 
-class _Edit(BaseModel):
+class _Edit(BodyModel):
     model_config = ConfigDict(extra="forbid")
     revision: int = Field(ge=0, description="The plan revision this edit is based on (GET /plans/{id})")
 

@@ -3,9 +3,10 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.deps import CurrentCaller, PlanId, SyncEngine
+from api.params import BodyModel
 from api.schemas_plans import PlanDiff, Published
 from geo.planning import diff as plan_diff
 from geo.planning import publish
@@ -14,7 +15,7 @@ router = APIRouter(tags=["plans"])
 
 
 
-class Publish(BaseModel):
+class Publish(BodyModel):
     """The body of POST /plans/{id}/publish."""
     revision: int = Field(ge=0, description="The plan's current revision (GET /plans/{id})")
     force: bool = Field(default=False, description="Publish even though the plan was copied from a version that "

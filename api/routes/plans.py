@@ -4,9 +4,10 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.deps import CurrentCaller, PlanId, SettingsDep, SyncEngine
+from api.params import BodyModel
 from api.routes import plan_files as files
 from api.schemas_plans import PlanFromFile, PlanSummary
 from geo import crs as crs_
@@ -17,7 +18,7 @@ router = APIRouter(tags=["plans"])
 
 
 
-class NewPlan(BaseModel):
+class NewPlan(BodyModel):
     """The JSON body of POST /plans."""
     name: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=4000)

@@ -29,7 +29,7 @@ STALE = f"(r.position IS NULL OR r.position_at IS NULL OR NOT ({FRESH}))"
 # What every responder Feature is built from (feature()); staleness is STALE, judged here in SQL, once.
 COLUMNS = f"""r.id, r.name, r.phone, r.role, r.status, r.department_code, r.home_grid_code, r.user_id,
        r.is_synthetic, r.position_at, ST_X(r.position) AS lon, ST_Y(r.position) AS lat,
-       extract(epoch FROM now() - r.position_at) AS age_s, {STALE} AS stale"""
+       CAST(extract(epoch FROM now() - r.position_at) AS float8) AS age_s, {STALE} AS stale"""
 
 
 def round_to(value: float, scale: float) -> float:
@@ -62,7 +62,7 @@ def feature(row, tz: tzinfo, **extra) -> dict:
         "responder_id": row["id"], "name": row["name"], "phone": row["phone"], "role": row["role"],
         "status": row["status"], "department": row["department_code"], "home_grid_code": row["home_grid_code"],
         "user_id": row["user_id"], "position_at": None if at is None else at.astimezone(tz).isoformat(),
-        "position_age_s": None if age is None else round_to(float(age), 10.0), "stale": row["stale"],
+        "position_age_s": None if age is None else round_to(age, 10.0), "stale": row["stale"],
         "is_synthetic": row["is_synthetic"], **extra}}
 
 

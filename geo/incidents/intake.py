@@ -4,9 +4,11 @@ import base64
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import asyncpg
 import orjson
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -29,7 +31,7 @@ from geo.areas import hierarchy as areas
 from geo.auth import Caller
 from geo.errors import Forbidden, IllegalTransition, InvalidInput, NotFound
 from geo.incidents import workflow
-from geo.incidents.timelimits import TZ, due_at
+from geo.incidents.timelimits import TZ, due_at, year_problem
 from geo.models import Department, Incident, IncidentCategory, IncidentEvent, Responder
 from geo.sql import Query, one_of
 
@@ -107,7 +109,7 @@ SELECT id, status FROM ins
 
 _SUGGEST = Query(
     update(Incident)
-    .where(Incident.id == bindparam("id", type_=Integer))
+    .where(Incident.id == bindparam("id", type_=BigInteger))
     .values(suggested_grid_code=bindparam("code", type_=String),
             suggested_distance_m=bindparam("distance", type_=Float))
 )
@@ -123,9 +125,20 @@ async def _category(conn, code: str):
 
 
 async def create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
-    """File a report; returns (Feature JSON, created). A repeated Idempotency-Key returns the first result."""
+    """File a report; returns (Feature JSON, created). A repeated Idempotency-Key returns the first result,
+    also when the repeats race: the unique index makes the losers wait for the first, then replay it."""
     if new.source not in SOURCES:
         raise InvalidInput(f"Unknown source {new.source!r}; use one of: {', '.join(SOURCES)}.", field="source")
+    try:
+        return await _create(conn, caller, new)
+    except asyncpg.UniqueViolationError as exc:
+        if not new.idempotency_key or exc.constraint_name != "incidents_idempotency":
+            raise
+        existing = await _BY_KEY.fetchval(conn, reporter=caller.id, key=new.idempotency_key)
+        return await get(conn, caller, existing, scoped=False), False
+
+
+async def _create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
     async with conn.transaction():
         if new.idempotency_key:
             existing = await _BY_KEY.fetchval(conn, reporter=caller.id, key=new.idempotency_key)
@@ -213,8 +226,8 @@ def _base(with_events: bool):
     )
 
 
-_GET = Query(_base(True).where(_I.id == bindparam("id", type_=Integer), _visible(_I)))
-_GET_ANY = Query(_base(True).where(_I.id == bindparam("id", type_=Integer)))
+_GET = Query(_base(True).where(_I.id == bindparam("id", type_=BigInteger), _visible(_I)))
+_GET_ANY = Query(_base(True).where(_I.id == bindparam("id", type_=BigInteger)))
 
 
 async def get(conn, caller: Caller, incident_id: int, scoped: bool = True) -> str:
@@ -289,7 +302,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, incident_id = raw.split("|")
-        return datetime.fromisoformat(at), int(incident_id)
+        moment, number = datetime.fromisoformat(at), int(incident_id)
+        if year_problem(moment) or not 0 < number < 2**63:
+            raise ValueError("out of range")
+        return moment, number
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("Malformed cursor: pass the `next` link's cursor unchanged.", field="cursor") from exc
 
@@ -329,12 +345,12 @@ async def responder_of(conn, caller: Caller) -> int:
 _LOCK = Query(
     select(Incident.id, Incident.status, Incident.grid_code, Incident.suggested_grid_code, Incident.assignee_id,
            Incident.due_at)
-    .where(Incident.id == bindparam("id", type_=Integer))
+    .where(Incident.id == bindparam("id", type_=BigInteger))
     .with_for_update()
 )
 _SUSPENDED_FROM = Query(
     select(IncidentEvent.from_status)
-    .where(IncidentEvent.incident_id == bindparam("id", type_=Integer), IncidentEvent.action == "suspend")
+    .where(IncidentEvent.incident_id == bindparam("id", type_=BigInteger), IncidentEvent.action == "suspend")
     .order_by(IncidentEvent.id.desc())
     .limit(1)
 )
@@ -347,7 +363,7 @@ def _stamp(column, *actions):
 
 _APPLY = Query(
     update(Incident)
-    .where(Incident.id == bindparam("id", type_=Integer))
+    .where(Incident.id == bindparam("id", type_=BigInteger))
     .values(
         status=bindparam("to", type_=String),
         due_at=func.coalesce(bindparam("due_at", type_=DateTime(timezone=True)), Incident.due_at),

@@ -31,7 +31,7 @@ from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
 from geo.errors import InvalidInput, NotFound
-from geo.incidents.timelimits import TZ
+from geo.incidents.timelimits import TZ, year_problem
 from geo.incidents.workflow import PENDING
 from geo.models import Area, Department, GridVersion, Incident, Responder
 from geo.sql import Query, one_of
@@ -135,6 +135,8 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     except ValueError:
         raise InvalidInput(f"`{name}` must be an ISO 8601 date or date-time, such as 2026-01-01 or "
                            f"2026-01-01T08:00:00+08:00; got {value!r}.", field=name) from None
+    if problem := year_problem(moment):
+        raise InvalidInput(f"`{name}` {problem}.", field=name)
     return moment.replace(tzinfo=TZ) if moment.tzinfo is None else moment
 
 

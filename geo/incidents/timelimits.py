@@ -36,6 +36,16 @@ import numpy as np
 import pandas as pd
 
 TZ = ZoneInfo("Asia/Shanghai")
+# Times given as input must fall in these years: nothing is reported outside them, and the extremes of the
+# calendar (0001, 9999) overflow once a time limit or a zone is applied.
+MIN_YEAR, MAX_YEAR = 1900, 2200
+
+
+def year_problem(moment) -> str | None:
+    """Why a date or time is outside the supported years, or None if it is inside."""
+    if moment is not None and not MIN_YEAR <= moment.year <= MAX_YEAR:
+        return f"must fall between the years {MIN_YEAR} and {MAX_YEAR}; got {moment.isoformat()}"
+    return None
 CLOCKS = ("urgent", "working_hours", "working_days", "calendar_days")
 UNITS = ("hours", "days")
 
