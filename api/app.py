@@ -13,9 +13,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast, policy
-from api.deps import get_caller
+from api.deps import TokenCache, get_caller
 from api.limits import BodyLimit, RejectNul
 from api.routes import (
+    admin,
     analysis,
     areas,
     bulk,
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             server_settings={"timezone": settings.timezone,  # times in JSON come out in local time
                              "statement_timeout": str(int(settings.db_statement_timeout_s * 1000))},
         )
-        app.state.token_cache = {}
+        app.state.token_cache = TokenCache(settings.token_cache_s)
+        listener = asyncio.create_task(app.state.token_cache.listen(settings.libpq_url(),
+                                                                    settings.db_connect_timeout_s))
         app.state.fast_connections = fast.connections(settings)  # lean GET /dispatch/nearest, /grids/at (api/fast.py)
         # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
         connect = {"connect_timeout": max(1, int(settings.db_connect_timeout_s))}
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         escalator = escalation.start(settings.escalation_interval_s, app.state.sync_engine, settings.escalation_steps_h)
         app.state.jobs = await job_runner.start(app.state.sync_engine)  # fails jobs a stopped service left running
         yield
+        listener.cancel()
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await _close(app.state.pool, settings.db_connect_timeout_s)
@@ -89,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                r"/plans/(from-file|\d+/import)$": settings.bulk_max_bytes})  # plan files
     app.add_middleware(RejectNul)
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
-               plan_checks, plan_files, plan_publish, jobs)
+               plan_checks, plan_files, plan_publish, jobs, admin)
     for module in modules:
         app.include_router(module.router, responses=errors.RESPONSES)
     install_docs(app)  # before /static, which would shadow /static/docs

@@ -1,7 +1,9 @@
 """Request dependencies, declared once as Annotated aliases."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -12,7 +14,7 @@ from sqlalchemy import Engine
 from api.params import MAX_ID
 from api.policy import authorize
 from api.settings import Settings
-from geo.auth import Caller, resolve_token
+from geo.auth import TOKENS_CHANNEL, Caller, resolve_token_until
 from geo.planning import plans
 
 _bearer = HTTPBearer(auto_error=False, description="Token from `wangge users create`.")
@@ -43,17 +45,69 @@ async def get_caller(
     return caller
 
 
+class TokenCache:
+    """Callers by token, kept for token_cache_s and never past a token's expiry. It is emptied whenever a token
+    is revoked or a user disabled (geo.auth announces it on TOKENS_CHANNEL, heard by `listen`), and it is not
+    used while that announcement cannot be heard, so a revocation takes effect at once in every worker."""
+
+    def __init__(self, ttl_s: float):
+        """An empty cache; nothing is cached until `listen` is connected."""
+        self.ttl_s, self.listening = ttl_s, False
+        self.entries: dict[str | None, tuple[Caller, float]] = {}
+
+    def get(self, token: str | None) -> Caller | None:
+        """The cached caller, if fresh."""
+        hit = self.entries.get(token) if self.listening else None
+        if hit and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def put(self, token: str, caller: Caller, expires_at: datetime | None) -> None:
+        """Remember a resolved caller (not past the token's expiry)."""
+        if not self.listening or self.ttl_s <= 0:
+            return
+        ttl = self.ttl_s
+        if expires_at is not None:
+            ttl = min(ttl, (expires_at - datetime.now(UTC)).total_seconds())
+        if len(self.entries) > 10_000:
+            self.entries.clear()
+        self.entries[token] = (caller, time.monotonic() + ttl)
+
+    def clear(self, *_) -> None:
+        """Forget every caller (a revocation was announced, or the announcements were lost)."""
+        self.entries.clear()
+
+    async def listen(self, dsn: str, connect_timeout_s: float) -> None:
+        """Hear revocations for as long as the app runs, reconnecting after a lost connection."""
+        while True:
+            lost = asyncio.Event()
+            conn = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+                await conn.add_listener(TOKENS_CHANNEL, self.clear)
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                self.clear()
+                self.listening = True
+                await lost.wait()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            finally:
+                self.listening = False
+                self.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(1)
+
+
 async def cached_caller(state, conn: asyncpg.Connection, token: str | None) -> Caller:
-    """The caller behind a token, from the per-process cache (token_cache_s) or resolved and cached."""
-    cache: dict = state.token_cache
-    hit = cache.get(token)
-    now = time.monotonic()
-    if hit and hit[1] > now:
-        return hit[0]
-    caller = await resolve_token(conn, token)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[token] = (caller, now + state.settings.token_cache_s)
+    """The caller behind a token, from the app's TokenCache or resolved (stamping its last use) and cached."""
+    cache: TokenCache = state.token_cache
+    caller = cache.get(token)
+    if caller is not None:
+        return caller
+    caller, expires_at = await resolve_token_until(conn, token)
+    if token:
+        cache.put(token, caller, expires_at)
     return caller
 
 

@@ -27,6 +27,7 @@ FIELD = (SUPERVISOR, DISPATCHER, GRID_WORKER)  # a grid worker: their own incide
 ANALYSTS = (SUPERVISOR, PLANNER, DISPATCHER)
 PLAN_READERS = (PLANNER, SUPERVISOR)
 PLAN_WRITERS = (PLANNER,)
+ADMINS: tuple[str, ...] = ()  # admin only
 
 Policy = tuple[str, ...] | str
 POLICY: dict[tuple[str, str], Policy] = {
@@ -101,6 +102,11 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("POST", "/plans/{plan_id}/propose"): PLAN_WRITERS,
     ("GET", "/jobs/{job_id}"): PLAN_READERS,
     ("POST", "/jobs/{job_id}/cancel"): PLAN_WRITERS,
+    # users and tokens
+    ("GET", "/admin/users"): ADMINS,
+    ("POST", "/admin/users/{user_id}/disable"): ADMINS,
+    ("GET", "/admin/tokens"): ADMINS,
+    ("POST", "/admin/tokens/{token_id}/revoke"): ADMINS,
 }
 
 

@@ -1,5 +1,6 @@
 """Typed settings, read from WANGGE_* environment variables."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -31,7 +32,15 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = Field(default=5, gt=0)
     db_acquire_timeout_s: float = Field(default=10, gt=0)
     db_statement_timeout_s: float = Field(default=30, gt=0)
+    # Resolved tokens are cached this long per worker (revocations empty every cache at once); new tokens from
+    # the command line live this many days unless told otherwise (0: until revoked).
     token_cache_s: float = 30.0
+    token_lifetime_days: float = Field(default=90, ge=0)
+
+    def token_lifetime(self, days: float | None = None) -> timedelta | None:
+        """A new token's lifetime: `days`, else the default; None when 0 (until revoked)."""
+        days = self.token_lifetime_days if days is None else days
+        return timedelta(days=days) if days > 0 else None
     max_features: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # JSON requests; bulk uploads have their own limit
     bulk_max_bytes: int = Field(default=200_000_000, ge=1024)  # POST /incidents/bulk uploads

@@ -3,8 +3,9 @@
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, String, bindparam, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from geo.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from geo.models import ROLES, ApiToken, Area, AuditLog, User
@@ -76,11 +77,15 @@ def create_user(conn: Connection, name: str, role: str, area_code: str | None) -
     return user_id
 
 
-def issue_token(conn: Connection, user_id: int) -> str:
-    """Create a new bearer token for the user; only its hash is stored, so show it once."""
+def issue_token(conn: Connection, user_id: int, lifetime: timedelta | None = None) -> str:
+    """Create a new bearer token for the user, valid for `lifetime` (None: until revoked); only its hash is
+    stored, so show it once."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(insert(ApiToken).values(user_id=user_id, token_hash=hash_token(token), prefix=token[:10]))
-    conn.execute(insert(AuditLog).values(action="token.issue", target=f"user:{user_id}"))
+    expires = None if lifetime is None else func.now() + lifetime
+    conn.execute(insert(ApiToken).values(user_id=user_id, token_hash=hash_token(token), prefix=token[:10],
+                                         expires_at=expires))
+    conn.execute(insert(AuditLog).values(action="token.issue", target=f"user:{user_id}",
+                                         detail={"lifetime_s": None if lifetime is None else lifetime.total_seconds()}))
     return token
 
 
@@ -89,31 +94,90 @@ def get_user_id(conn: Connection, name: str) -> int | None:
     return conn.execute(select(User.id).where(User.name == name)).scalar_one_or_none()
 
 
-_RESOLVE = Query(
-    select(User.id, User.name, User.role, User.area_code)
-    .join(ApiToken, ApiToken.user_id == User.id)
-    .where(
-        ApiToken.token_hash == bindparam("token_hash", type_=String),
-        ApiToken.revoked_at.is_(None),
-        User.disabled_at.is_(None),
-        (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > func.now()),
-    )
-)
+# Resolving a token also stamps its last use (a cached token is resolved again after token_cache_s).
+_RESOLVE = Query(text("""
+UPDATE api_tokens t SET last_used_at = now() FROM users u
+WHERE t.token_hash = CAST(:token_hash AS text) AND u.id = t.user_id AND t.revoked_at IS NULL
+  AND u.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+RETURNING u.id, u.name, u.role, u.area_code, t.expires_at"""))
+# Revocations and disabled users are announced on this channel, so that every worker drops its token cache.
+TOKENS_CHANNEL = "wangge_tokens"
 
 
 async def resolve_token(conn, token: str | None) -> Caller:
     """The caller behind a bearer token (asyncpg connection), or Unauthorized with how to get one."""
+    caller, _ = await resolve_token_until(conn, token)
+    return caller
+
+
+async def resolve_token_until(conn, token: str | None) -> tuple[Caller, datetime | None]:
+    """resolve_token, and when the token expires (None: never)."""
     if not token:
         raise Unauthorized("Missing bearer token. Send 'Authorization: Bearer <token>'; "
                            "create one with `wangge users create --role ROLE --area CODE`.")
     row = await _RESOLVE.fetchrow(conn, token_hash=hash_token(token))
     if row is None:
         raise Unauthorized("Invalid, expired or revoked token. Create a new one with `wangge users create`.")
-    return Caller(*row)
+    return Caller(row["id"], row["name"], row["role"], row["area_code"]), row["expires_at"]
+
+
+def _announce(conn: Connection) -> None:
+    """Tell every worker to drop its token cache when this transaction commits."""
+    conn.execute(text(f"NOTIFY {TOKENS_CHANNEL}"))
 
 
 def revoke_tokens(conn: Connection, user_id: int) -> int:
-    """Revoke every live token of a user; returns how many."""
+    """Revoke every live token of a user, at once in every worker; returns how many."""
     result = conn.execute(update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
                           .values(revoked_at=func.now()))
+    conn.execute(insert(AuditLog).values(action="token.revoke", target=f"user:{user_id}",
+                                         detail={"tokens": result.rowcount}))
+    _announce(conn)
     return result.rowcount
+
+
+def revoke_token(conn: Connection, token_id: int) -> None:
+    """Revoke one token by its id (NotFound if there is no live token with it)."""
+    user_id = conn.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                           .values(revoked_at=func.now()).returning(ApiToken.user_id)).scalar_one_or_none()
+    if user_id is None:
+        raise NotFound(f"No live token {token_id}; list them with `wangge tokens list`.", field="token_id")
+    conn.execute(insert(AuditLog).values(action="token.revoke", target=f"user:{user_id}",
+                                         detail={"token_id": token_id}))
+    _announce(conn)
+
+
+def disable_user(conn: Connection, user_id: int) -> None:
+    """Disable a user (their tokens stop working at once, and new ones cannot be resolved)."""
+    done = conn.execute(update(User).where(User.id == user_id, User.disabled_at.is_(None))
+                        .values(disabled_at=func.now()).returning(User.id)).scalar_one_or_none()
+    if done is None:
+        raise NotFound(f"No enabled user {user_id}; list them with `wangge users list`.", field="user_id")
+    conn.execute(insert(AuditLog).values(action="user.disable", target=f"user:{user_id}"))
+    revoke_tokens(conn, user_id)
+
+
+def list_users(conn: Connection) -> list[dict]:
+    """Every user with their live token count."""
+    rows = conn.execute(text("""
+        SELECT u.id, u.name, u.role, u.area_code, u.created_at, u.disabled_at,
+               count(t.id) FILTER (WHERE t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()))
+                   AS live_tokens
+        FROM users u LEFT JOIN api_tokens t ON t.user_id = u.id GROUP BY u.id ORDER BY u.id"""))
+    return [_plain(row) for row in rows]
+
+
+def list_tokens(conn: Connection, user_id: int | None = None) -> list[dict]:
+    """Tokens (never their value: the prefix identifies them), newest first, optionally of one user."""
+    rows = conn.execute(text("""
+        SELECT t.id, t.user_id, u.name AS user_name, t.prefix, t.created_at, t.expires_at, t.revoked_at,
+               t.last_used_at,
+               (t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())) AS live
+        FROM api_tokens t JOIN users u ON u.id = t.user_id
+        WHERE CAST(:user AS int) IS NULL OR t.user_id = CAST(:user AS int)
+        ORDER BY t.id DESC"""), {"user": user_id})
+    return [_plain(row) for row in rows]
+
+
+def _plain(row) -> dict:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}

@@ -76,7 +76,21 @@ def ctx(engine, demo, client, admin_headers):
                 "INSERT INTO jobs (kind, status, params, created_by) VALUES ('propose', 'queued', "
                 "CAST(:p AS jsonb), :u) RETURNING id"), {"p": f'{{"area": "{A}"}}', "u": user}).scalar_one()
 
-    return {"grid": grid, "lon": lon, "lat": lat, "incident": incident, "responder": responder, "active": active,
+    def new_token(_ctx=None) -> int:
+        from geo.auth import hash_token
+
+        token = make_token(engine, R, A)
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT id FROM api_tokens WHERE token_hash = :h"),
+                                {"h": hash_token(token)}).scalar_one()
+
+    def new_user(_ctx=None) -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT user_id FROM api_tokens WHERE id = :t"),
+                                {"t": new_token()}).scalar_one()
+
+    return {"new_token": new_token, "new_user": new_user, "grid": grid, "lon": lon, "lat": lat, "incident": incident,
+            "responder": responder, "active": active,
             "plan": new_plan(), "job": new_job(), "tokens": tokens, "new_plan": new_plan, "new_job": new_job}
 
 
@@ -167,6 +181,13 @@ def cases(c: dict) -> dict[tuple[str, str], Case]:
         ("POST", "/plans/{plan_id}/propose"): Case(planners, f"/plans/{plan}/propose", json={}, inside=422),
         ("GET", "/jobs/{job_id}"): Case(plan_readers, f"/jobs/{job}"),
         ("POST", "/jobs/{job_id}/cancel"): Case(planners, lambda ctx: f"/jobs/{ctx['new_job']()}/cancel"),
+        # users and tokens: admins only
+        ("GET", "/admin/users"): Case(frozenset(), "/admin/users"),
+        ("POST", "/admin/users/{user_id}/disable"): Case(frozenset(),
+                                                         lambda ctx: f"/admin/users/{ctx['new_user']()}/disable"),
+        ("GET", "/admin/tokens"): Case(frozenset(), "/admin/tokens", params={"user_id": 1}),
+        ("POST", "/admin/tokens/{token_id}/revoke"): Case(frozenset(),
+                                                          lambda ctx: f"/admin/tokens/{ctx['new_token']()}/revoke"),
     }
 
 

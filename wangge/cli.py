@@ -17,12 +17,14 @@ db_app = typer.Typer(help="The PostGIS database (project-local cluster unless WA
                      no_args_is_help=True)
 fixtures_app = typer.Typer(help="Demo and test data.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens: list and revoke (effective at once in every worker).", no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents: escalation and bulk work.", no_args_is_help=True)
 network_app = typer.Typer(help="Road networks (OSM extracts) for travel times by road.", no_args_is_help=True)
 plans_app = typer.Typer(help="Grid plans (draft versions): import and export grid files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(network_app, name="network")
 app.add_typer(plans_app, name="plans")
@@ -200,6 +202,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin, supervisor, planner, dispatcher, grid_worker or reporter")],
     area: Annotated[str | None, typer.Option(help="Area code the user is confined to (omit only for admin).")] = None,
     name: Annotated[str | None, typer.Option(help="Unique user name (default: ROLE-AREA).")] = None,
+    expires_days: Annotated[float | None, typer.Option(help="Token lifetime in days (default "
+                                                           "WANGGE_TOKEN_LIFETIME_DAYS; 0: until revoked).")] = None,
 ) -> None:
     """Create a user and print a bearer token for it (shown once)."""
     from geo.auth import create_user, issue_token
@@ -208,21 +212,102 @@ def users_create(
     try:
         with _engine().begin() as conn:
             user_id = create_user(conn, name or f"{role}-{area or 'all'}", role, area)
-            token = issue_token(conn, user_id)
+            token = issue_token(conn, user_id, Settings().token_lifetime(expires_days))
     except DomainError as exc:
         _fail(exc.message)
     print(token)
 
 
+def _user_id(conn, name: str) -> int:
+    from geo.auth import get_user_id
+
+    user_id = get_user_id(conn, name)
+    if user_id is None:
+        _fail(f"No user named {name!r}; see `wangge users list`.")
+    return user_id
+
+
+def _table(rows: list[dict], columns: tuple[str, ...], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every user: role, area, disabled or not, live tokens."""
+    from geo.auth import list_users
+
+    with _engine().connect() as conn:
+        rows = list_users(conn)
+    _table(rows, ("id", "name", "role", "area_code", "disabled_at", "live_tokens"), f"{len(rows)} users")
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="The user's name")]) -> None:
+    """Revoke every token of a user (they may be issued a new one)."""
+    from geo.auth import revoke_tokens
+
+    with _engine().begin() as conn:
+        count = revoke_tokens(conn, _user_id(conn, name))
+    console.print(f"revoked {count} token(s) of {name}")
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="The user's name")]) -> None:
+    """Disable a user: their tokens stop working at once and no new one resolves."""
+    from geo.auth import disable_user
+    from geo.errors import DomainError
+
+    try:
+        with _engine().begin() as conn:
+            disable_user(conn, _user_id(conn, name))
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"disabled {name}")
+
+
+@tokens_app.command("list")
+def tokens_list(user: Annotated[str | None, typer.Option(help="Only this user's tokens")] = None) -> None:
+    """Tokens (by prefix; values are never stored): created, expires, revoked, last used."""
+    from geo.auth import list_tokens
+
+    with _engine().connect() as conn:
+        rows = list_tokens(conn, _user_id(conn, user) if user else None)
+    _table(rows, ("id", "user_name", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "live"),
+           f"{len(rows)} tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id (wangge tokens list)")]) -> None:
+    """Revoke one token, at once in every worker."""
+    from geo.auth import revoke_token
+    from geo.errors import DomainError
+
+    try:
+        with _engine().begin() as conn:
+            revoke_token(conn, token_id)
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"revoked token {token_id}")
+
+
 @users_app.command("demo-token")
 def users_demo_token() -> None:
-    """Create the demo admin if needed, issue it a fresh token, save it to .wangge/demo-token and print it."""
-    from geo.auth import create_user, get_user_id, issue_token
+    """Create the demo admin if needed, revoke its earlier tokens, issue a fresh one, save it to
+    .wangge/demo-token and print it."""
+    from geo.auth import create_user, get_user_id, issue_token, revoke_tokens
 
     settings = Settings()
     with _engine().begin() as conn:
         user_id = get_user_id(conn, DEMO_USER) or create_user(conn, DEMO_USER, "admin", None)
-        token = issue_token(conn, user_id)
+        revoke_tokens(conn, user_id)
+        token = issue_token(conn, user_id, settings.token_lifetime())
     path = settings.local_dir / "demo-token"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
