@@ -1,5 +1,6 @@
 """Typed settings, read from WANGGE_* environment variables."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     pool_size: int = Field(default=10, ge=1)
+    # `wangge serve`: worker processes (0: one per core); how long requests in flight may finish on shutdown;
+    # the most header bytes a request may send (uvicorn refuses more).
+    workers: int = Field(default=0, ge=0)
+    shutdown_grace_s: int = Field(default=20, ge=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     # Database timeouts (s): connecting, waiting for a pooled connection, and one API statement (bulk work and
     # analyses in threads are not limited by the last). A frozen database gives 503s after these, not hangs.
     db_connect_timeout_s: float = Field(default=5, gt=0)
@@ -36,6 +42,10 @@ class Settings(BaseSettings):
     # the command line live this many days unless told otherwise (0: until revoked).
     token_cache_s: float = 30.0
     token_lifetime_days: float = Field(default=90, ge=0)
+
+    def worker_count(self) -> int:
+        """Workers to serve with: `workers`, or one per core the process may use."""
+        return self.workers or len(os.sched_getaffinity(0))
 
     def token_lifetime(self, days: float | None = None) -> timedelta | None:
         """A new token's lifetime: `days`, else the default; None when 0 (until revoked)."""

@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations against the URL set by geo.db.alembic_config."""
+"""Alembic environment: runs migrations against the URL set by geo.db.alembic_config, or, when Alembic runs from
+alembic.ini in the repository, against the configured database (WANGGE_DATABASE_URL or the local cluster)."""
 
 from alembic import context
 from geoalchemy2 import alembic_helpers
@@ -9,8 +10,17 @@ from geo.models import Base
 config = context.config
 
 
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from api.settings import Settings
+
+    return Settings().sync_url()
+
+
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

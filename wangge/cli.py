@@ -89,6 +89,37 @@ def db_url() -> None:
     print(Settings().resolved_url())
 
 
+@db_app.command("dump")
+def db_dump(path: Annotated[Path, typer.Argument(help="File to write (pg_dump custom format)")]) -> None:
+    """Back up the database to a file."""
+    from wangge import backup
+    from wangge.localdb import ClusterError
+
+    try:
+        size = backup.dump(Settings().libpq_url(), path)
+    except ClusterError as exc:
+        _fail(str(exc))
+    console.print(f"dumped to {path} ({size / 1e6:,.1f} MB)")
+
+
+@db_app.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `wangge db dump`")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the database is replaced by the dump")] = False,
+) -> None:
+    """Replace the database with a dump (all or nothing)."""
+    from wangge import backup
+    from wangge.localdb import ClusterError
+
+    if not yes:
+        _fail("restore replaces the whole database; run again with --yes to go ahead.")
+    try:
+        backup.restore(Settings().libpq_url(), path)
+    except ClusterError as exc:
+        _fail(str(exc))
+    console.print(f"restored {path}")
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply Alembic migrations up to head."""
@@ -499,12 +530,17 @@ def simulate(
 def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default WANGGE_WORKERS, else one per "
+                                                     "core).")] = None,
 ) -> None:
-    """Serve the API and maps."""
+    """Serve the API and maps; on SIGTERM or Ctrl-C, requests in flight get WANGGE_SHUTDOWN_GRACE_S to finish."""
     import uvicorn
 
     settings = Settings()
-    console.print(f"serving on http://{host or settings.host}:{port or settings.port}  (docs at /docs)")
+    count = workers or settings.worker_count()
+    console.print(f"serving on http://{host or settings.host}:{port or settings.port} with {count} worker(s) "
+                  "(docs at /docs)")
     uvicorn.run("api.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=count, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_s,
+                h11_max_incomplete_event_size=settings.max_header_bytes)
