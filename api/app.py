@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast, policy
 from api.deps import TokenCache, get_caller
-from api.limits import BodyLimit, RejectNul
+from api.limits import BodyLimit, RateLimit, RejectNul
 from api.routes import (
     admin,
     analysis,
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        limits={"/incidents/bulk": settings.bulk_max_bytes,
                                "/responders/positions": max(settings.max_body_bytes, 4_000_000),  # 10,000 pings
                                r"/plans/(from-file|\d+/import)$": settings.bulk_max_bytes})  # plan files
+    app.add_middleware(RateLimit, paths=[r"/incidents$", r"/open311/v2/requests\.(json|xml)$"],
+                       per_token=settings.intake_rate_per_token, per_address=settings.intake_rate_per_address)
     app.add_middleware(RejectNul)
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                plan_checks, plan_files, plan_publish, jobs, admin)

@@ -1,10 +1,16 @@
-"""Request limits: an oversized payload gets a clear 413 before the app reads it, and a NUL character in the
-path or query string a 400 before anything parses it."""
+"""Request limits: an oversized payload gets a clear 413 before the app reads it, a NUL character in the path
+or query string a 400 before anything parses it, and intake beyond its rate a 429 with Retry-After."""
 
+import hashlib
+import math
 import re
+import time
 from urllib.parse import parse_qsl, unquote
 
 import orjson
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import error_body
 
@@ -92,3 +98,44 @@ class RejectNul:
         await send({"type": "http.response.start", "status": 400,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimit:
+    """Pure ASGI middleware: POSTs to the intake paths (regular expressions) are counted per bearer token and per
+    client address in moving windows held in this process (with N workers a client may reach N times the
+    rate); beyond either, 429 with Retry-After. `per_token` and `per_address` are `limits` strings such as
+    "60/minute"."""
+
+    def __init__(self, app, paths: list[str], per_token: str, per_address: str):
+        """Wrap `app`, limiting POSTs to `paths`."""
+        self.app, self.paths = app, [re.compile(p) for p in paths]
+        self.per_token: RateLimitItem = parse(per_token)
+        self.per_address: RateLimitItem = parse(per_address)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope, receive, send):
+        """Count an intake POST, or refuse it with 429."""
+        if scope["type"] != "http" or scope["method"] != "POST" or not any(p.match(scope["path"]) for p in self.paths):
+            return await self.app(scope, receive, send)
+        keys = [(self.per_address, "address:" + (scope.get("client") or ("?",))[0])]
+        authorization = dict(scope["headers"]).get(b"authorization")
+        if authorization:  # counted by a digest: the token itself is never kept
+            keys.append((self.per_token, "token:" + hashlib.sha256(authorization).hexdigest()[:32]))
+        route = "intake"  # one budget across the intake paths
+        for item, key in keys:  # only requests let through are counted
+            if not self.limiter.test(item, route, key):
+                reset = self.limiter.get_window_stats(item, route, key).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
+                who = "this token" if key.startswith("token:") else "this address"
+                message = (f"Too many reports from {who}: at most {item} ({key.split(':')[0]}); "
+                           f"retry in {wait} s.")
+                body = orjson.dumps([{"code": 429, "description": message}] if scope["path"].startswith("/open311/")
+                                    else error_body("rate_limited", message))
+                await send({"type": "http.response.start", "status": 429,
+                            "headers": [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode()),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        for item, key in keys:
+            self.limiter.hit(item, route, key)
+        await self.app(scope, receive, send)

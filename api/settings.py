@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # the command line live this many days unless told otherwise (0: until revoked).
     token_cache_s: float = 30.0
     token_lifetime_days: float = Field(default=90, ge=0)
+    # Intake (POST /incidents, Open311 POST) per worker: per bearer token, and per client address.
+    intake_rate_per_token: str = "120/minute"
+    intake_rate_per_address: str = "600/minute"
 
     def worker_count(self) -> int:
         """Workers to serve with: `workers`, or one per core the process may use."""

@@ -129,7 +129,9 @@ class Bench:
             if s.connect_ex(("127.0.0.1", HTTP_PORT)) == 0:
                 raise RuntimeError(f"Port {HTTP_PORT} is taken (a leftover bench server?); free it and rerun.")
         REPORTS.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, WANGGE_DATABASE_URL=self.url)
+        # intake is measured at full speed: the per-client rate limits stay out of the way
+        env = dict(os.environ, WANGGE_DATABASE_URL=self.url, WANGGE_INTAKE_RATE_PER_TOKEN="10000000/minute",
+                   WANGGE_INTAKE_RATE_PER_ADDRESS="10000000/minute")
         with open(REPORTS / "server.log", "wb") as log:
             self._server = subprocess.Popen(
                 [str(Path(sys.executable).parent / "wangge"), "serve", "--workers", "2", "--host", "127.0.0.1",

@@ -96,7 +96,9 @@ def demo(engine):
 @pytest.fixture(scope="session")
 def settings(database_url, demo):
     # escalation is exercised by its own tests; the background schedule must not move test data meanwhile
-    return Settings(database_url=database_url, escalation_interval_s=0)
+    # intake from the one test client is not rate-limited here (tests/test_rate_limits.py checks the limits)
+    return Settings(database_url=database_url, escalation_interval_s=0, intake_rate_per_token="1000000/minute",
+                    intake_rate_per_address="1000000/minute")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,8 @@ def db(scratch_url):
     from geo.db import sync_engine
 
     engine = sync_engine(scratch_url)
-    settings = Settings(database_url=scratch_url, escalation_interval_s=0)
+    settings = Settings(database_url=scratch_url, escalation_interval_s=0, intake_rate_per_token="1000000/minute",
+                        intake_rate_per_address="1000000/minute")  # the publish race files many reports at once
     with TestClient(create_app(settings)) as client:
         yield SimpleNamespace(engine=engine, client=client, settings=settings, state={},
                               admin={"Authorization": f"Bearer {make_token(engine, 'admin', None)}"})
