@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, fast, policy
 from api.deps import TokenCache, get_caller
 from api.limits import BodyLimit, RateLimit, RejectNul
+from api.page_headers import PageHeaders
 from api.routes import (
     admin,
     analysis,
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimit, paths=[r"/incidents$", r"/open311/v2/requests\.(json|xml)$"],
                        per_token=settings.intake_rate_per_token, per_address=settings.intake_rate_per_address)
     app.add_middleware(RejectNul)
+    app.add_middleware(PageHeaders)  # map pages: no-store, same-origin referrers
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                plan_checks, plan_files, plan_publish, jobs, admin)
     for module in modules:

@@ -44,3 +44,12 @@ def test_map_outside_scope_is_404(client, engine):
     token = make_token(engine, "supervisor", "110102001")
     reply = client.get("/maps/grids", params={"area": "110102003", "access_token": token})
     assert reply.status_code == 404
+
+
+def test_pages_are_not_cached_and_send_no_referrer_elsewhere(client, admin_headers):
+    page = client.get("/maps/grids", params={"area": "110102001"}, headers=admin_headers)
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "same-origin"
+    refused = client.get("/maps/grids", params={"area": "110102001"})
+    assert refused.status_code == 401 and refused.headers["cache-control"] == "no-store"
+    assert "cache-control" not in client.get("/health").headers

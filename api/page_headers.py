@@ -1,0 +1,24 @@
+"""Headers for pages: a map page shows what its viewer may see, so browsers must neither cache it nor send its
+address (which may still carry ?access_token=) to other sites."""
+
+PAGE_HEADERS = [(b"cache-control", b"no-store"), (b"referrer-policy", b"same-origin")]
+
+
+class PageHeaders:
+    """Pure ASGI middleware: adds PAGE_HEADERS to every reply under `prefix`."""
+
+    def __init__(self, app, prefix: str = "/maps"):
+        """Wrap `app`."""
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope, receive, send):
+        """Pass the request on, adding the headers to a page's reply."""
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *PAGE_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
