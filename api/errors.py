@@ -35,6 +35,9 @@ class ErrorDetail(BaseModel):
     nearest_grid: str | None = Field(None, description="outside_every_grid: the code of the nearest grid.")
     distance_m: float | None = Field(None, description="outside_every_grid: metres to that grid.")
     allowed: list[str] | None = Field(None, description="illegal_transition: the actions allowed from here.")
+    features: list[dict[str, Any]] | None = Field(None, description="invalid_features: each bad feature of a file, "
+                                                  "with its identifier and reason (at most 1,000)")
+    features_not_listed: int | None = Field(None, description="invalid_features: bad features beyond those listed")
 
 
 class ErrorResponse(BaseModel):

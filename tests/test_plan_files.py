@@ -440,3 +440,28 @@ def test_cli_exports_and_imports_a_plan(database_url, engine, drafts, active, tm
     assert f"code {mine['code'].iloc[1]}: unknown worker_id '100000000'" in " ".join(result.output.split())
     result = runner.invoke(app, ["plans", "import", str(plan_id), str(path), "--revision", "0"])
     assert result.exit_code == 1 and "based on revision 0" in " ".join(result.output.split())
+
+
+def test_imports_are_capped_in_features_vertices_and_listed_errors(client, admin_headers, drafts, tmp_path,
+                                                                  monkeypatch):
+    from geo.planning import files as plan_files
+
+    plan_id = drafts()
+    headers = {**admin_headers, "Content-Type": "application/geo+json"}
+    angles = np.linspace(0, 2 * np.pi, 100_005, endpoint=False)
+    circle = shapely.Polygon(np.c_[116.36 + 0.001 * np.cos(angles), 39.91 + 0.001 * np.sin(angles)])
+    assert shapely.get_num_coordinates(circle) > plan_files.MAX_VERTICES
+    huge = gpd.GeoDataFrame({"code": [None]}, geometry=[circle], crs=4326)
+    reply = post_file(client, headers, plan_id, file_bytes(huge, tmp_path, "GeoJSON"))
+    assert reply.status_code == 400
+    (only,) = reply.json()["error"]["features"]
+    assert "vertices (at most 100,000 per grid" in only["reason"]
+    squares = gpd.GeoDataFrame({"code": [None] * 6}, crs=4326,
+                               geometry=[shapely.box(10 + i, 10, 10.01 + i, 10.01) for i in range(6)])
+    monkeypatch.setattr(plan_files, "LISTED_LIMIT", 2)
+    error = post_file(client, headers, plan_id, file_bytes(squares, tmp_path, "GeoJSON", name="far")).json()["error"]
+    assert len(error["features"]) == 2 and error["features_not_listed"] == 4
+    monkeypatch.setattr(plan_files, "MAX_FEATURES", 5)
+    reply = post_file(client, headers, plan_id, file_bytes(squares, tmp_path, "GeoJSON", name="many"))
+    assert reply.status_code == 400 and "holds 6 features" in reply.json()["error"]["message"]
+    assert revision_of(client, admin_headers, plan_id) == 0  # nothing was imported

@@ -62,8 +62,10 @@ async def receive(request: Request, limit: int, format: str | None, filename: st
             return Response(status_code=400)
         try:
             return await run_in_threadpool(work, path, format, filename)
-        except plan_files.BadFeatures as exc:
-            return JSONResponse(error_body(exc.code, exc.message, exc.field, features=exc.features), 400)
+        except plan_files.BadFeatures as exc:  # every bad feature up to LISTED_LIMIT, the rest counted
+            listed = exc.features[:plan_files.LISTED_LIMIT]
+            return JSONResponse(error_body(exc.code, exc.message, exc.field, features=listed,
+                                           features_not_listed=len(exc.features) - len(listed)), 400)
 
 
 @router.post("/plans/{plan_id}/import", openapi_extra=UPLOAD_BODY, responses={200: {"model": PlanImport}})

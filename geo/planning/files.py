@@ -48,7 +48,10 @@ _CODE = re.compile(r"^\d{12}(?!000)\d{3}$")
 
 # Exported columns whose names are too long for a Shapefile (at most 10 characters).
 SHAPEFILE_NAMES = {"community_code": "comm_code", "street_code": "street_cd", "worker_name": "worker_nm"}
-REPORT_LIMIT = 20  # bad features named in the error message; the reply's `features` lists all
+REPORT_LIMIT = 20  # bad features named in the error message
+LISTED_LIMIT = 1000  # bad features listed in the reply's `features`; the rest are counted
+MAX_FEATURES = 20_000  # a district has ~1,500 grids: a file of more is no grid plan
+MAX_VERTICES = 100_000  # per grid: a real boundary has hundreds
 
 
 class BadFeatures(InvalidInput):
@@ -163,6 +166,9 @@ def read(path: str | Path, format: str | None = None, file_name: str | None = No
                            f"Send {ACCEPTED}.", field="file") from exc
     if not len(frame):
         raise InvalidInput("The file holds no features: expected one polygon per grid.", field="file")
+    if len(frame) > MAX_FEATURES:
+        raise InvalidInput(f"The file holds {len(frame):,} features; a grid plan has at most {MAX_FEATURES:,} "
+                           "(one polygon per grid). Import it community by community.", field="file")
     geometry, source = _to_wgs84(frame, declared)
     return Upload(_attributes(frame, geometry), fmt, source, file_name or path.name)
 
@@ -250,6 +256,11 @@ def _check(conn: Connection, caller: Caller, frame: gpd.GeoDataFrame) -> tuple[p
     kind = shapely.get_type_id(geoms)
     polygon = ~missing & np.isin(kind, (3, 6))
     flag(~missing & ~polygon, lambda i: f"not a polygon (got a {_TYPE_NAMES[np.clip(kind[i], 0, 7)]})")
+    vertices = np.zeros(n, dtype=np.int64)
+    vertices[polygon] = shapely.get_num_coordinates(geoms[polygon])
+    too_big = vertices > MAX_VERTICES
+    flag(too_big, lambda i: f"{vertices[i]:,} vertices (at most {MAX_VERTICES:,} per grid: simplify it)")
+    polygon &= ~too_big  # not checked further: validity of a huge ring costs more than it tells
     valid = np.zeros(n, dtype=bool)
     valid[polygon] = shapely.is_valid(geoms[polygon])
     flag(polygon & ~valid, lambda i: f"invalid geometry: {shapely.is_valid_reason(geoms[i])}")
