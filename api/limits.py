@@ -67,10 +67,19 @@ async def _too_large(send, limit: int, path: str) -> None:
         hint = "import the plan file community by community (WANGGE_BULK_MAX_BYTES sets the limit)"
     else:
         hint = "send less per request; bulk files go to POST /incidents/bulk, which takes larger uploads"
-    body = orjson.dumps(error_body("payload_too_large",
-                                   f"The request body is larger than {limit:,} bytes: {hint}."))
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send_error(send, path, 413, "payload_too_large", f"The request body is larger than {limit:,} bytes: {hint}.")
+
+
+async def send_error(send, path: str, status: int, code: str, message: str, field: str | None = None,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An error reply from a middleware, in the one error shape (Open311 paths: the GeoReport v2 error array)."""
+    if path.startswith("/open311/"):
+        body = orjson.dumps([{"code": status, "description": message}])
+    else:
+        body = orjson.dumps(error_body(code, message, field))
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -90,14 +99,8 @@ class RejectNul:
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         field = next((name for name, value in pairs if "\x00" in name + value), None)
         where = f"parameter {field!r}" if field else "path" if "\x00" in unquote(scope["path"]) else "query string"
-        message = f"The {where} holds a NUL character (%00); remove it."
-        if scope["path"].startswith("/open311/"):  # the GeoReport v2 error format
-            body = orjson.dumps([{"code": 400, "description": message}])
-        else:
-            body = orjson.dumps(error_body("invalid_input", message, field))
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, scope["path"], 400, "invalid_input",
+                         f"The {where} holds a NUL character (%00); remove it.", field)
 
 
 class RateLimit:
@@ -129,12 +132,8 @@ class RateLimit:
                 who = "this token" if key.startswith("token:") else "this address"
                 message = (f"Too many reports from {who}: at most {item} ({key.split(':')[0]}); "
                            f"retry in {wait} s.")
-                body = orjson.dumps([{"code": 429, "description": message}] if scope["path"].startswith("/open311/")
-                                    else error_body("rate_limited", message))
-                await send({"type": "http.response.start", "status": 429,
-                            "headers": [(b"content-type", b"application/json"), (b"retry-after", str(wait).encode()),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await send_error(send, scope["path"], 429, "rate_limited", message,
+                                 headers=[(b"retry-after", str(wait).encode())])
                 return
         for item, key in keys:
             self.limiter.hit(item, route, key)
