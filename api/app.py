@@ -46,18 +46,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # asyncpg directly: statements are prepared once per connection and no BEGIN/ROLLBACK wraps reads.
+        # The one pool, for routes and the lean path alike. asyncpg directly: statements are prepared once per
+        # connection and no BEGIN/ROLLBACK wraps reads.
         app.state.pool = await asyncpg.create_pool(
             settings.libpq_url(), min_size=0, max_size=settings.pool_size, timeout=settings.db_connect_timeout_s,
             # the server cancels a long statement; the client gives up a little later if the server is frozen
             command_timeout=settings.db_statement_timeout_s + 5,
-            server_settings={"timezone": settings.timezone,  # times in JSON come out in local time
+            reset=_keep_session,
+            # generic plans: re-planning the dispatch and grid lookups on every call cost more than running them
+            server_settings={"timezone": settings.timezone, "plan_cache_mode": "force_generic_plan",
                              "statement_timeout": str(int(settings.db_statement_timeout_s * 1000))},
         )
         app.state.token_cache = TokenCache(settings.token_cache_s)
         listener = asyncio.create_task(app.state.token_cache.listen(settings.libpq_url(),
                                                                     settings.db_connect_timeout_s))
-        app.state.fast_connections = fast.connections(settings)  # lean GET /dispatch/nearest, /grids/at (api/fast.py)
         # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
         connect = {"connect_timeout": max(1, int(settings.db_connect_timeout_s))}
         app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4,
@@ -69,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await _close(app.state.pool, settings.db_connect_timeout_s)
-        await app.state.fast_connections.close()
         app.state.sync_engine.dispose()
 
     app = FastAPI(
@@ -105,6 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     policy.check_routes([*app.router.routes, *(r for m in modules for r in m.router.routes)], get_caller)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool: asyncpg rolls back an open transaction itself,
+    and no service leaves session state behind (settings are SET LOCAL, no LISTEN, no session advisory locks or
+    held cursors on this pool). asyncpg's default reset would cost a round trip per request."""
 
 
 async def _close(pool: asyncpg.Pool, timeout_s: float) -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -25,10 +26,22 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+@asynccontextmanager
+async def pooled(state) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from the app's one asyncpg pool, waiting at most db_acquire_timeout_s for it. The wait is
+    bounded with asyncio.timeout rather than acquire(timeout=), which costs a wait_for task per request."""
+    wait_s = state.settings.db_acquire_timeout_s
+    async with asyncio.timeout(wait_s):
+        conn = await state.pool.acquire()
+    try:
+        yield conn
+    finally:
+        await state.pool.release(conn, timeout=wait_s)  # bounds the wait for a cancelled statement, too
+
+
 async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    """A connection from the app's asyncpg pool for the length of the request."""
-    state = request.app.state
-    async with state.pool.acquire(timeout=state.settings.db_acquire_timeout_s) as conn:
+    """A connection from the app's one pool for the length of the request."""
+    async with pooled(request.app.state) as conn:
         yield conn
 
 

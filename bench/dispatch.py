@@ -164,7 +164,7 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
         f"ST_Distance(geography) ... ORDER BY position <-> pt LIMIT 5` ({bare['requests']:,} transactions). "
         "The service answers this query on its lean path (api/fast.py: no FastAPI routing or validation, generic "
         "plans).",
-        f"Floor: bench/floor.py, the bare KNN through the same lean asyncpg pool behind a bare ASGI app (uvicorn, "
+        f"Floor: bench/floor.py, the bare KNN on a bare list of asyncpg connections behind a bare ASGI app (uvicorn, "
         f"2 workers; no framework, authentication, validation, grid lookup or Feature JSON), same wrk load "
         f"({bottom['requests']:,.0f} requests, {bottom['non2xx']:.0f} non-2xx): a Python HTTP path that does nothing "
         f"but this query keeps {bottom['rps'] / bare['rps']:.2f} of the bare KNN.",

@@ -1,4 +1,4 @@
-"""The floor for an HTTP service here: the bare KNN behind a bare ASGI app (uvicorn, the lean asyncpg pool).
+"""The floor for an HTTP service here: the bare KNN behind a bare ASGI app (uvicorn, a bare list of connections).
 
 `python -m bench` serves it beside the service to show how much of raw PostGIS any Python HTTP path can keep:
 no framework, no authentication, no validation, no grid lookup, only the query and its rows as JSON."""
@@ -24,27 +24,25 @@ _state = {}
 
 async def app(scope, receive, send):
     """GET /?lon=..&lat=.. → [[id, metres], ...] of the 5 nearest available responders."""
-    from api.fast import Connections
+    import asyncpg
 
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _state["pool"] = Connections(os.environ["FLOOR_DATABASE_URL"], 10, "UTC")
+                _state["idle"] = []
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await _state["pool"].close()
+                for conn in _state["idle"]:
+                    await conn.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     params = dict(pair.split(b"=", 1) for pair in scope["query_string"].split(b"&"))
-    pool = _state["pool"]
-    conn = await pool.take()
-    try:
-        rows = await conn.fetch(SQL, float(params[b"lon"]), float(params[b"lat"]))
-    except BaseException:
-        pool.discard(conn)
-        raise
-    pool.give(conn)
+    idle = _state["idle"]  # no cap: wrk's few connections bound how many are made
+    conn = idle.pop() if idle else await asyncpg.connect(
+        os.environ["FLOOR_DATABASE_URL"], server_settings={"timezone": "UTC", "plan_cache_mode": "force_generic_plan"})
+    rows = await conn.fetch(SQL, float(params[b"lon"]), float(params[b"lat"]))
+    idle.append(conn)
     body = orjson.dumps([tuple(row) for row in rows])
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]})

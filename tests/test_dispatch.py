@@ -315,39 +315,38 @@ def test_the_lean_path_answers_every_error_as_the_route(client, admin_headers):
     assert "/dispatch/nearest" in client.get("/openapi.json").json()["paths"]
 
 
-def test_the_lean_connection_pool_shares_few_connections_and_drops_broken_ones(client, settings):
-    import asyncio
+def test_the_lean_path_and_the_routes_share_the_apps_one_pool(settings, admin_headers):
+    """One pool per worker: with its only connection held, the lean path waits for it like a route does, and
+    answers 503 after db_acquire_timeout_s; given back, both answer from it, with generic plans."""
+    from fastapi.testclient import TestClient
 
-    from api import fast
+    from api.app import create_app
+    from tests.conftest import lean
 
-    async def run():
-        pool = fast.Connections(settings.libpq_url(), 2, settings.timezone)
-        busiest = 0
+    one = settings.model_copy(update={"pool_size": 1, "db_acquire_timeout_s": 0.3})
+    with TestClient(create_app(one)) as client:
+        query = "lon=116.3655&lat=39.9127&k=2"
+        assert lean(client, admin_headers, "/dispatch/nearest", query).status_code == 200
+        pool = client.app.state.pool
 
-        async def one(n):
-            nonlocal busiest
-            conn = await pool.take()
-            busiest = max(busiest, pool.open)
-            try:
-                assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "force_generic_plan"
-                return await conn.fetchval("SELECT CAST($1 AS int) FROM pg_sleep(0.01)", n)
-            finally:
-                pool.give(conn)
+        async def hold():
+            return await pool.acquire()
 
-        results = await asyncio.gather(*(one(n) for n in range(20)))
-        broken = await pool.take()
-        waiter = asyncio.ensure_future(one(99))
-        other = await pool.take()  # the pool is now empty: the waiter waits
-        await asyncio.sleep(0.05)
-        assert not waiter.done()
-        pool.discard(broken)  # room for a new connection: the waiter makes one
-        assert await waiter == 99
-        pool.give(other)
-        await pool.close()
-        return results, busiest, pool.open
+        held = client.portal.call(hold)
+        assert pool.get_size() == 1 and pool.get_idle_size() == 0
+        waited = lean(client, admin_headers, "/dispatch/nearest", query)
+        assert waited.status_code == 503, waited.body
+        assert client.get(f"/dispatch/nearest?{query}", headers=admin_headers).status_code == 503
+        client.portal.call(pool.release, held)
+        answered = lean(client, admin_headers, "/dispatch/nearest", query)
+        routed = client.get(f"/dispatch/nearest?{query}&via=route", headers=admin_headers)
+        assert answered.status_code == routed.status_code == 200 and pool.get_size() == 1
 
-    results, busiest, left_open = client.portal.call(run)
-    assert results == list(range(20)) and busiest == 2 and left_open == 0
+        async def plan_mode():
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+
+        assert client.portal.call(plan_mode) == "force_generic_plan"
 
 
 def _track(engine, ids):
