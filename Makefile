@@ -17,7 +17,7 @@ demo: db
 	@$(WANGGE) fixtures load --network --renew-after 24
 	@echo "Token for the demo admin (also in .wangge/demo-token):"
 	@$(WANGGE) users demo-token
-	@echo "Map: http://127.0.0.1:$${WANGGE_PORT:-8000}/maps/grids?area=110102&access_token=$$(cat .wangge/demo-token)"
+	@echo "Sign in: http://127.0.0.1:$${WANGGE_PORT:-8000}/login?next=/maps/incidents%3Farea%3D110102 as demo-admin, with that token as the password"
 	@echo "API docs: http://127.0.0.1:$${WANGGE_PORT:-8000}/docs"
 	@if [ "$${WANGGE_SIMULATE:-1}" != 0 ]; then \
 	  $(WANGGE) simulate --wait & sim=$$!; trap 'kill $$sim 2>/dev/null; wait $$sim' EXIT INT TERM; \

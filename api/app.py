@@ -13,13 +13,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast, policy
-from api.deps import TokenCache, get_caller
+from api.deps import TokenCache, TokenUse, get_caller
 from api.limits import BodyLimit, RateLimit, RejectNul
 from api.page_headers import PageHeaders
 from api.routes import (
     admin,
     analysis,
     areas,
+    audit,
     bulk,
     coverage,
     dispatch,
@@ -33,6 +34,7 @@ from api.routes import (
     plan_files,
     plan_publish,
     plans,
+    signin,
 )
 from api.settings import PROJECT_ROOT, Settings
 from geo import jobs as job_runner
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_cache = TokenCache(settings.token_cache_s)
         listener = asyncio.create_task(app.state.token_cache.listen(settings.libpq_url(),
                                                                     settings.db_connect_timeout_s))
+        app.state.token_use = TokenUse()
+        counting = asyncio.create_task(app.state.token_use.run(app.state.pool, settings.token_use_flush_s))
         # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
         connect = {"connect_timeout": max(1, int(settings.db_connect_timeout_s))}
         app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4,
@@ -68,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = await job_runner.start(app.state.sync_engine)  # fails jobs a stopped service left running
         yield
         listener.cancel()
+        counting.cancel()
+        await app.state.token_use.flush(app.state.pool)
         await job_runner.stop(app.state.jobs)
         await escalation.stop(escalator)
         await _close(app.state.pool, settings.db_connect_timeout_s)
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.sign_in_failures = signin.failure_limiter()
     errors.install(app)
     # Only big pages (maps, exports) are worth compressing; small hot-path replies go out as they are.
     app.add_middleware(GZipMiddleware, minimum_size=64_000)
@@ -96,14 +103,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimit, paths=[r"/incidents$", r"/open311/v2/requests\.(json|xml)$"],
                        per_token=settings.intake_rate_per_token, per_address=settings.intake_rate_per_address)
     app.add_middleware(RejectNul)
-    app.add_middleware(PageHeaders)  # map pages: no-store, same-origin referrers
+    app.add_middleware(PageHeaders)  # map and sign-in pages: no-store, same-origin referrers
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
-               plan_checks, plan_files, plan_publish, jobs, admin)
+               plan_checks, plan_files, plan_publish, jobs, admin, audit, signin)
     for module in modules:
         app.include_router(module.router, responses=errors.RESPONSES)
     install_docs(app)  # before /static, which would shadow /static/docs
     # Every route is in the one policy table, or the app does not start.
-    policy.check_routes([*app.router.routes, *(r for m in modules for r in m.router.routes)], get_caller)
+    app.state.routes = [*app.router.routes, *(r for m in modules for r in m.router.routes)]
+    policy.check_routes(app.state.routes, get_caller)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "maps" / "static"), name="static")
     return app
 

@@ -1,7 +1,10 @@
 """Request dependencies, declared once as Annotated aliases."""
 
 import asyncio
+import hashlib
+import hmac
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -16,9 +19,12 @@ from api.params import MAX_ID
 from api.policy import authorize
 from api.settings import Settings
 from geo.auth import TOKENS_CHANNEL, Caller, resolve_token_until
+from geo.errors import Forbidden
 from geo.planning import plans
 
 _bearer = HTTPBearer(auto_error=False, description="Token from `wangge users create`.")
+SESSION_COOKIE = "wangge_session"  # set by POST /login (api.routes.signin)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -50,12 +56,23 @@ async def get_caller(
     conn: Annotated[asyncpg.Connection, Depends(get_conn)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The authenticated caller, if the route's policy (api.policy) lets their role call it; browsers opening
-    map pages may pass ?access_token= instead."""
-    token = credentials.credentials if credentials else request.query_params.get("access_token")
+    """The authenticated caller, by bearer token or by the session cookie of a signed-in browser, if the route's
+    policy (api.policy) lets their role call it. A change made with the cookie must carry the session's CSRF
+    value in X-CSRF-Token (pages hold it), so that no other site can make it on the user's behalf."""
+    token = credentials.credentials if credentials else request.cookies.get(SESSION_COOKIE)
     caller = await cached_caller(request.app.state, conn, token)
+    if not credentials and request.method not in SAFE_METHODS:
+        sent = request.headers.get("x-csrf-token") or ""
+        if not hmac.compare_digest(sent, csrf_value(token or "")):
+            raise Forbidden("A change made from a signed-in page needs its X-CSRF-Token header; reload the page "
+                            "and try again (programs send Authorization: Bearer instead).", field="X-CSRF-Token")
     authorize(caller, request.method, request.scope["route"].path)
     return caller
+
+
+def csrf_value(session_token: str) -> str:
+    """The CSRF value of a session: derived from the session token, so it needs no storage and dies with it."""
+    return hashlib.sha256(b"wangge-csrf:" + session_token.encode()).hexdigest()[:32]
 
 
 class TokenCache:
@@ -116,12 +133,48 @@ async def cached_caller(state, conn: asyncpg.Connection, token: str | None) -> C
     """The caller behind a token, from the app's TokenCache or resolved (stamping its last use) and cached."""
     cache: TokenCache = state.token_cache
     caller = cache.get(token)
-    if caller is not None:
-        return caller
-    caller, expires_at = await resolve_token_until(conn, token)
-    if token:
-        cache.put(token, caller, expires_at)
+    if caller is None:
+        caller, expires_at = await resolve_token_until(conn, token)
+        if token:
+            cache.put(token, caller, expires_at)
+    state.token_use.count(caller.token_id)
     return caller
+
+
+class TokenUse:
+    """Requests per token in this worker, added to token_use (per local day) every token_use_flush_s and at
+    shutdown: the audit's count of token use, without a write per request."""
+
+    ADD = """INSERT INTO token_use (token_id, day, uses)
+             SELECT t.id, current_date, t.n FROM unnest($1::int[], $2::bigint[]) AS t(id, n)
+             WHERE EXISTS (SELECT FROM api_tokens WHERE id = t.id)
+             ON CONFLICT (token_id, day) DO UPDATE SET uses = token_use.uses + EXCLUDED.uses"""
+
+    def __init__(self) -> None:
+        """Nothing counted yet."""
+        self.counts: Counter[int] = Counter()
+
+    def count(self, token_id: int | None) -> None:
+        """One more request with this token."""
+        if token_id is not None:
+            self.counts[token_id] += 1
+
+    async def flush(self, pool: asyncpg.Pool) -> None:
+        """Add the counts to the database; kept for the next flush if it is not reachable."""
+        counts, self.counts = self.counts, Counter()
+        if not counts:
+            return
+        try:
+            async with pool.acquire(timeout=5) as conn:
+                await conn.execute(self.ADD, list(counts), list(counts.values()))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.counts.update(counts)
+
+    async def run(self, pool: asyncpg.Pool, every_s: float) -> None:
+        """Flush every `every_s` for as long as the app runs."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush(pool)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

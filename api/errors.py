@@ -3,12 +3,13 @@
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -85,9 +86,17 @@ def domain_response(exc: errors.DomainError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.field, **extra), _status_for(exc), headers=headers)
 
 
-async def _domain(request: Request, exc: Exception) -> JSONResponse:
+async def _domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.DomainError)  # registered for DomainError only
+    if isinstance(exc, errors.Unauthorized) and _browser_page(request):  # a person opening a page: sign in first
+        next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(next_path, safe='')}", status_code=303)
     return domain_response(exc)
+
+
+def _browser_page(request: Request) -> bool:
+    return (request.method == "GET" and request.url.path.startswith("/maps/")
+            and "text/html" in request.headers.get("accept", ""))
 
 
 def validation_response(problems: Sequence[Any]) -> JSONResponse:

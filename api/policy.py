@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from geo.auth import Caller
 from geo.errors import Forbidden
 
-PUBLIC = "public"  # no token: health
+PUBLIC = "public"  # no token: health, docs, sign-in
 OPEN311 = "open311"  # GeoReport v2: api_key, checked by the Open311 routes themselves (reads per a setting)
 
 SUPERVISOR, PLANNER, DISPATCHER, GRID_WORKER, REPORTER = "supervisor", "planner", "dispatcher", "grid_worker", \
@@ -107,6 +107,11 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("POST", "/admin/users/{user_id}/disable"): ADMINS,
     ("GET", "/admin/tokens"): ADMINS,
     ("POST", "/admin/tokens/{token_id}/revoke"): ADMINS,
+    ("GET", "/audit"): ADMINS,
+    # sign-in for pages: anyone may try (failures are limited per address and per user name)
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
 }
 
 

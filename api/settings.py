@@ -45,10 +45,19 @@ class Settings(BaseSettings):
     # Intake (POST /incidents, Open311 POST) per worker: per bearer token, and per client address.
     intake_rate_per_token: str = "120/minute"
     intake_rate_per_address: str = "600/minute"
+    # Sign-in for pages: how long a session lasts (h); failed attempts allowed per client address and per user
+    # name, per worker (a `limits` string); how often each worker adds its token use counts to token_use (s).
+    session_lifetime_h: float = Field(default=12, gt=0)
+    sign_in_failures: str = "10 per 15 minutes"
+    token_use_flush_s: float = Field(default=30, gt=0)
 
     def worker_count(self) -> int:
         """Workers to serve with: `workers`, or one per core the process may use."""
         return self.workers or len(os.sched_getaffinity(0))
+
+    def session_lifetime(self) -> timedelta:
+        """How long a sign-in's session lasts."""
+        return timedelta(hours=self.session_lifetime_h)
 
     def token_lifetime(self, days: float | None = None) -> timedelta | None:
         """A new token's lifetime: `days`, else the default; None when 0 (until revoked)."""

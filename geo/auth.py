@@ -2,13 +2,16 @@
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
+from pwdlib import PasswordHash
 from sqlalchemy import Connection, func, insert, select, text, update
 
+from geo import audit
 from geo.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from geo.models import ROLES, ApiToken, Area, AuditLog, User
+from geo.models import ROLES, ApiToken, Area, User
 from geo.sql import Query
 
 TOKEN_PREFIX = "wg_"
@@ -22,6 +25,7 @@ class Caller:
     name: str
     role: str
     area_code: str | None  # None: the whole system
+    token_id: int | None = field(default=None, compare=False)  # the token this request came with
 
     @property
     def scope(self) -> str:
@@ -58,7 +62,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(conn: Connection, name: str, role: str, area_code: str | None) -> int:
+def create_user(conn: Connection, name: str, role: str, area_code: str | None, actor_id: int | None = None) -> int:
     """Create a user bound to `area_code` (an existing district/street/community/grid code)."""
     if role not in ROLES:
         raise InvalidInput(f"Unknown role {role!r}; use one of: {', '.join(ROLES)}.", field="role")
@@ -72,21 +76,81 @@ def create_user(conn: Connection, name: str, role: str, area_code: str | None) -
     user_id = conn.execute(
         insert(User).values(name=name, role=role, area_code=area_code).returning(User.id)
     ).scalar_one()
-    conn.execute(insert(AuditLog).values(action="user.create", target=f"user:{user_id}",
-                                         detail={"role": role, "area_code": area_code}))
+    audit.record(conn, "user.create", f"user:{user_id}", actor_id,
+                 after={"name": name, "role": role, "area_code": area_code})
     return user_id
 
 
-def issue_token(conn: Connection, user_id: int, lifetime: timedelta | None = None) -> str:
+def issue_token(conn: Connection, user_id: int, lifetime: timedelta | None = None, kind: str = "api",
+                actor_id: int | None = None) -> str:
     """Create a new bearer token for the user, valid for `lifetime` (None: until revoked); only its hash is
-    stored, so show it once."""
+    stored, so show it once. `kind` 'session' marks a sign-in's cookie."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = None if lifetime is None else func.now() + lifetime
-    conn.execute(insert(ApiToken).values(user_id=user_id, token_hash=hash_token(token), prefix=token[:10],
-                                         expires_at=expires))
-    conn.execute(insert(AuditLog).values(action="token.issue", target=f"user:{user_id}",
-                                         detail={"lifetime_s": None if lifetime is None else lifetime.total_seconds()}))
+    token_id = conn.execute(insert(ApiToken).values(
+        user_id=user_id, token_hash=hash_token(token), prefix=token[:10], expires_at=expires, kind=kind,
+    ).returning(ApiToken.id)).scalar_one()
+    audit.record(conn, "token.issue", f"token:{token_id}", actor_id, after={
+        "user_id": user_id, "kind": kind, "lifetime_s": None if lifetime is None else lifetime.total_seconds()})
     return token
+
+
+@cache
+def _passwords() -> PasswordHash:
+    return PasswordHash.recommended()  # argon2id with pwdlib's recommended parameters
+
+
+@cache
+def _no_user_hash() -> str:
+    return _passwords().hash(secrets.token_urlsafe(16))
+
+
+def set_password(conn: Connection, user_id: int, password: str, actor_id: int | None = None) -> None:
+    """Set a user's sign-in password (stored as an argon2 hash); at least 8 characters."""
+    if len(password) < 8:
+        raise InvalidInput("A password needs at least 8 characters.", field="password")
+    done = conn.execute(update(User).where(User.id == user_id).values(password_hash=_passwords().hash(password))
+                        .returning(User.id)).scalar_one_or_none()
+    if done is None:
+        raise NotFound(f"No user {user_id}; list them with `wangge users list`.", field="user_id")
+    audit.record(conn, "user.password", f"user:{user_id}", actor_id, after={"password": "set"})
+
+
+def sign_in(conn: Connection, name: str, secret: str, address: str, lifetime: timedelta) -> str | None:
+    """A new session token for an enabled user whose password (or one of whose live tokens) is `secret`, else
+    None. Both outcomes are audited; a wrong user name costs as long as a wrong password."""
+    user = conn.execute(select(User.id, User.password_hash).where(User.name == name, User.disabled_at.is_(None))
+                        ).first()
+    method = None
+    if user is not None and user.password_hash and _passwords().verify(secret, user.password_hash):
+        method = "password"
+    elif user is None or not user.password_hash:
+        _passwords().verify(secret, _no_user_hash())
+    if method is None and user is not None and secret.startswith(TOKEN_PREFIX):
+        live = conn.execute(select(ApiToken.id).where(
+            ApiToken.token_hash == hash_token(secret), ApiToken.user_id == user.id, ApiToken.kind == "api",
+            ApiToken.revoked_at.is_(None), (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > func.now()),
+        )).first()
+        method = "token" if live else None
+    if method is None or user is None:
+        audit.record(conn, "auth.sign_in_failed", f"user:{user.id}" if user else None,
+                     detail={"name": name, "address": address})
+        return None
+    token = issue_token(conn, user.id, lifetime, kind="session", actor_id=user.id)
+    token_id = conn.execute(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token))).scalar_one()
+    audit.record(conn, "auth.sign_in", f"user:{user.id}", user.id,
+                 detail={"method": method, "address": address, "token_id": token_id})
+    return token
+
+
+def sign_out(conn: Connection, token: str) -> None:
+    """Revoke a session token (at once, in every worker); nothing happens for an unknown one."""
+    row = conn.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.kind == "session",
+                                              ApiToken.revoked_at.is_(None))
+                       .values(revoked_at=func.now()).returning(ApiToken.id, ApiToken.user_id)).first()
+    if row is not None:
+        audit.record(conn, "auth.sign_out", f"token:{row.id}", row.user_id)
+        _announce(conn)
 
 
 def get_user_id(conn: Connection, name: str) -> int | None:
@@ -99,7 +163,7 @@ _RESOLVE = Query(text("""
 UPDATE api_tokens t SET last_used_at = now() FROM users u
 WHERE t.token_hash = CAST(:token_hash AS text) AND u.id = t.user_id AND t.revoked_at IS NULL
   AND u.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-RETURNING u.id, u.name, u.role, u.area_code, t.expires_at"""))
+RETURNING u.id, u.name, u.role, u.area_code, t.expires_at, t.id AS token_id"""))
 # Revocations and disabled users are announced on this channel, so that every worker drops its token cache.
 TOKENS_CHANNEL = "wangge_tokens"
 
@@ -118,7 +182,7 @@ async def resolve_token_until(conn, token: str | None) -> tuple[Caller, datetime
     row = await _RESOLVE.fetchrow(conn, token_hash=hash_token(token))
     if row is None:
         raise Unauthorized("Invalid, expired or revoked token. Create a new one with `wangge users create`.")
-    return Caller(row["id"], row["name"], row["role"], row["area_code"]), row["expires_at"]
+    return Caller(row["id"], row["name"], row["role"], row["area_code"], row["token_id"]), row["expires_at"]
 
 
 def _announce(conn: Connection) -> None:
@@ -126,35 +190,35 @@ def _announce(conn: Connection) -> None:
     conn.execute(text(f"NOTIFY {TOKENS_CHANNEL}"))
 
 
-def revoke_tokens(conn: Connection, user_id: int) -> int:
+def revoke_tokens(conn: Connection, user_id: int, actor_id: int | None = None) -> int:
     """Revoke every live token of a user, at once in every worker; returns how many."""
-    result = conn.execute(update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-                          .values(revoked_at=func.now()))
-    conn.execute(insert(AuditLog).values(action="token.revoke", target=f"user:{user_id}",
-                                         detail={"tokens": result.rowcount}))
+    ids = conn.execute(update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+                       .values(revoked_at=func.now()).returning(ApiToken.id)).scalars().all()
+    audit.record(conn, "token.revoke", f"user:{user_id}", actor_id, before={"live": sorted(ids)}, after={"live": []})
     _announce(conn)
-    return result.rowcount
+    return len(ids)
 
 
-def revoke_token(conn: Connection, token_id: int) -> None:
+def revoke_token(conn: Connection, token_id: int, actor_id: int | None = None) -> None:
     """Revoke one token by its id (NotFound if there is no live token with it)."""
     user_id = conn.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
                            .values(revoked_at=func.now()).returning(ApiToken.user_id)).scalar_one_or_none()
     if user_id is None:
         raise NotFound(f"No live token {token_id}; list them with `wangge tokens list`.", field="token_id")
-    conn.execute(insert(AuditLog).values(action="token.revoke", target=f"user:{user_id}",
-                                         detail={"token_id": token_id}))
+    audit.record(conn, "token.revoke", f"token:{token_id}", actor_id, before={"revoked": False},
+                 after={"revoked": True}, detail={"user_id": user_id})
     _announce(conn)
 
 
-def disable_user(conn: Connection, user_id: int) -> None:
+def disable_user(conn: Connection, user_id: int, actor_id: int | None = None) -> None:
     """Disable a user (their tokens stop working at once, and new ones cannot be resolved)."""
     done = conn.execute(update(User).where(User.id == user_id, User.disabled_at.is_(None))
                         .values(disabled_at=func.now()).returning(User.id)).scalar_one_or_none()
     if done is None:
         raise NotFound(f"No enabled user {user_id}; list them with `wangge users list`.", field="user_id")
-    conn.execute(insert(AuditLog).values(action="user.disable", target=f"user:{user_id}"))
-    revoke_tokens(conn, user_id)
+    audit.record(conn, "user.disable", f"user:{user_id}", actor_id, before={"disabled": False},
+                 after={"disabled": True})
+    revoke_tokens(conn, user_id, actor_id)
 
 
 def list_users(conn: Connection) -> list[dict]:

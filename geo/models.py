@@ -1,6 +1,6 @@
 """Database tables: the schema of record (Alembic migrations are generated from it)."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -167,6 +168,7 @@ class User(Base):
     area_code: Mapped[str | None] = mapped_column(String(15))
     created_at: Mapped[datetime] = _now()
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2 (pwdlib); None: tokens only
     __table_args__ = (CheckConstraint(_in("role", ROLES), name="users_role"),)
 
 
@@ -182,6 +184,17 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(7), server_default="api")  # 'session': a sign-in's cookie
+    __table_args__ = (CheckConstraint(_in("kind", ("api", "session")), name="api_tokens_kind"),)
+
+
+class TokenUse(Base):
+    """How many requests a token made on a day (local time), added up by every worker."""
+
+    __tablename__ = "token_use"
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    uses: Mapped[int] = mapped_column(BigInteger)
 
 
 class Responder(Base):
@@ -285,11 +298,11 @@ class IncidentEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(11))
     note: Mapped[str | None] = mapped_column(Text)
     data = mapped_column(JSONB)
-    __table_args__ = (Index("incident_events_incident", "incident_id", "at"),)
+    __table_args__ = (Index("incident_events_incident", "incident_id", "at"), Index("incident_events_at", "at", "id"))
 
 
 class AuditLog(Base):
-    """Who changed what, for publishing, user and token changes."""
+    """Who changed what, when, with the values before and after (append-only: a trigger refuses edits)."""
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -298,6 +311,9 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(Text)
     target: Mapped[str | None] = mapped_column(Text)
     detail = mapped_column(JSONB)
+    before = mapped_column(JSONB)
+    after = mapped_column(JSONB)
+    __table_args__ = (Index("audit_log_at", "at", "id"),)
 
 
 class Job(Base):

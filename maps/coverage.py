@@ -199,7 +199,7 @@ def _head(d: CoverageData) -> str:
  覆盖范围来自 {d.reach_responders:,} 名可用处置力量</div>
 {posts}{hot}{notes}
 <form class="wg-form" method="get" action="{BASE}"><input type="hidden" name="area" value="{esc(area['code'])}">
-TOKEN<label>距离 <input type="number" name="distance" min="50" max="{MAX_DISTANCE_M}" step="50"
+<label>距离 <input type="number" name="distance" min="50" max="{MAX_DISTANCE_M}" step="50"
  value="{d.distance_m:g}"> m</label>
 <button type="submit">更新 Update</button></form>
 </div>"""
@@ -238,8 +238,8 @@ def _bounds(d: CoverageData) -> list[float]:
     return [116.3, 39.85, 116.45, 39.95]
 
 
-def build(d: CoverageData, token: str | None = None) -> folium.Map:
-    """The coverage page for `d`; `token` is kept in the page's form."""
+def build(d: CoverageData) -> folium.Map:
+    """The coverage page for `d`."""
     minx, miny, maxx, maxy = _bounds(d)
     fmap = offline.new_map(location=[(miny + maxy) / 2, (minx + maxx) / 2],
                            zoom_start=max(10, min(17, int(math.log2(360 / max(maxx - minx, 1e-4)) + 1))),
@@ -262,8 +262,7 @@ def build(d: CoverageData, token: str | None = None) -> folium.Map:
         "today": f"今日位置 today ({len(d.today)})",
         "posts": f"建议站点 proposed posts ({d.posts['proposed']['posts'] if d.posts else 0})",
     }
-    head_html = _head(d).replace("TOKEN", f'<input type="hidden" name="access_token" value="{esc(token)}">'
-                                          if token else "")
+    head_html = _head(d)
     config = {
         "bounds": [minx, miny, maxx, maxy], "outline": d.outline, "children": d.children, "reach": d.reach,
         "iso": iso or None, "hot": hot, "covered": d.buildings["covered"], "uncovered": d.buildings["uncovered"],

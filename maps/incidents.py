@@ -330,7 +330,7 @@ function wgIncidentPopup(r) {
     rows += '<tr><td>' + wgEsc(e[0]) + '</td><td>' + wgEsc(what) + (e[4] ? '<br><span class="muted">' +
       wgEsc(e[4]) + '</span>' : '') + '</td></tr>';
   }
-  var json = WG.json + r[2] + (WG.token ? '?access_token=' + encodeURIComponent(WG.token) : '');
+  var json = WG.json + r[2];
   return '<div class="wg-pop"><h3>#' + r[2] + ' ' + wgEsc(WG.cats[r[3]] || r[3]) + '</h3>' +
     '<div>' + wgEsc(r[10]) + '</div>' +
     '<div>状态 <b>' + wgEsc(WG.statuses[r[4]] || r[4]) + '</b> (' + wgEsc(r[4]) + ') · 督办 ' +
@@ -434,7 +434,7 @@ def _status_label(filters) -> str:
     return "、".join(GROUP_LABELS.get(s, f"{STATUS_LABELS.get(s, s)} {s}").split(" ")[0] for s in filters.status)
 
 
-def _head_panel(data: MapData, query: list[tuple[str, str]], token: str | None, child_rows: list) -> str:
+def _head_panel(data: MapData, query: list[tuple[str, str]], child_rows: list) -> str:
     area, f, s = data.area, data.filters, data.summary
     chain = list(reversed(area.get("chain") or []))
     crumbs = " › ".join(f'<a href="{esc(link(a["code"], query))}">{esc(a["name"])}</a>' for a in chain)
@@ -447,8 +447,6 @@ def _head_panel(data: MapData, query: list[tuple[str, str]], token: str | None, 
     status_options += [f'<option value="{st}"{" selected" if f.status == (st,) else ""}>{esc(lbl)} {st}</option>'
                        for st, lbl in STATUS_LABELS.items()]
     hidden = f'<input type="hidden" name="area" value="{esc(area["code"])}">'
-    if token:
-        hidden += f'<input type="hidden" name="access_token" value="{esc(token)}">'
     children = ""
     if child_rows:
         level = LEVEL_NAMES.get(child_rows[0][2], "")
@@ -516,10 +514,10 @@ def _children_rollup(data: MapData, grid_m: np.ndarray, grid_o: np.ndarray, code
     return rows
 
 
-def build(data: MapData, token: str | None = None) -> folium.Map:
+def build(data: MapData) -> folium.Map:
     """The supervisor map for one area from already aggregated rows (see geo.incident_map.gather)."""
     f = data.filters
-    query = f.query() + ([("access_token", token)] if token else [])
+    query = f.query()
     codes = np.array([g[0] for g in data.grids], dtype=str)
     grid_m = np.array([g[4] for g in data.grids], dtype=int)
     grid_o = np.array([g[5] for g in data.grids], dtype=int)
@@ -546,7 +544,7 @@ def build(data: MapData, token: str | None = None) -> folium.Map:
     overdue_cls = classes(grid_o, OVERDUE_COLOURS)
     now_ms = int(data.now.timestamp() * 1000)
     config = {
-        "mode": "m", "base": BASE, "json": INCIDENT_JSON, "token": token, "level": data.area["level"],
+        "mode": "m", "base": BASE, "json": INCIDENT_JSON, "level": data.area["level"],
         "keep": "&" + urlencode(query), "zero": ZERO_COLOUR, "now": now_ms,
         "classes": {"m": {"bounds": count_cls, "colours": COUNT_COLOURS},
                     "o": {"bounds": overdue_cls, "colours": OVERDUE_COLOURS}},
@@ -614,7 +612,7 @@ def build(data: MapData, token: str | None = None) -> folium.Map:
     sla = sla_svg(data.monthly, f.end)
     charts = f'<div class="wg-panel wg-charts">{weekly}{sla}</div>'
     fmap.add_child(_Panels(grids.get_name(), heat.get_name(), [
-        ("topleft", _head_panel(data, query, token, child_rows)),
+        ("topleft", _head_panel(data, query, child_rows)),
         ("bottomleft", charts),
         ("bottomright", _legend_panel(data, count_cls, overdue_cls, len(rows))),
     ]))

@@ -127,8 +127,8 @@ sliver</div>
 </div>"""
 
 
-def build(d: PlanMapData, token: str | None = None) -> folium.Map:
-    """The planner page shell for `d`; `token` is kept for its requests."""
+def build(d: PlanMapData, csrf: str | None = None) -> folium.Map:
+    """The planner page shell for `d`; its requests carry `csrf`, the session's CSRF value (api.deps.csrf_value)."""
     if d.outline:
         minx, miny, maxx, maxy = shapely.bounds(shapely.from_geojson(orjson.dumps(d.outline).decode())).tolist()
     else:
@@ -151,7 +151,7 @@ def build(d: PlanMapData, token: str | None = None) -> folium.Map:
     config = {
         "plan": d.plan, "area": d.area, "outline": d.outline, "children": d.children, "choices": d.choices,
         "buildings": d.buildings, "buildingsNote": d.buildings_note, "bounds": [minx, miny, maxx, maxy],
-        "token": token, "scope": d.scope, "readOnly": d.read_only, "target": d.target, "tolerance": d.tolerance,
+        "csrf": csrf, "scope": d.scope, "readOnly": d.read_only, "target": d.target, "tolerance": d.tolerance,
         "classes": classes,
         "severity": SEVERITY_COLOURS, "diff": DIFF_COLOURS, "kinds": KIND_LABELS, "levels": LEVEL_NAMES,
         "legend": _legend(d, classes), "mapPath": f"/maps/plans/{d.plan['id']}",

@@ -43,31 +43,32 @@ def point(engine, demo):
         conn.execute(text("DELETE FROM responders WHERE name LIKE :t"), {"t": TAG + "%"})
 
 
-def _timed_dom(url: str) -> tuple[str, float]:
+def _timed_dom(url: str, token: str) -> tuple[str, float]:
     started = time.perf_counter()
-    dom = browser._run([NO_TILES, "--dump-dom", url])
+    dom = browser.dom(url, token)
     return dom, time.perf_counter() - started
 
 
-def _shot(url: str, name: str) -> Path:
+def _shot(url: str, name: str, token: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
-    browser._run([NO_TILES, f"--screenshot={path}", url])
+    browser.screenshot(url, str(path), token)
     return path
 
 
-def _get(url: str) -> tuple[int, float]:
+def _get(url: str, token: str) -> tuple[int, float]:
     started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=120) as reply:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}),
+                                timeout=120) as reply:
         return len(reply.read()), time.perf_counter() - started
 
 
 def test_dispatch_page_draws_point_grid_responders_lines_and_greys_stale_ones(live_server, engine, point):
     lon, lat = point
     token = make_token(engine, "dispatcher", "110102001")
-    url = f"{live_server}/maps/dispatch?lon={lon}&lat={lat}&k=5&access_token={token}"
-    size, fetch_s = _get(url)
-    dom, seconds = _timed_dom(url)
+    url = f"{live_server}/maps/dispatch?lon={lon}&lat={lat}&k=5"
+    size, fetch_s = _get(url, token)
+    dom, seconds = _timed_dom(url, token)
     print(f"\n/maps/dispatch: {size / 1e3:.0f} kB, HTTP {fetch_s:.2f} s, Chromium run {seconds:.2f} s")
     assert size < 200_000
     fresh = re.findall(r'<path[^>]*class="[^"]*wg-responder wg-fresh', dom)
@@ -84,7 +85,7 @@ def test_dispatch_page_draws_point_grid_responders_lines_and_greys_stale_ones(li
     for entry in ("网格 grid", "处置力量 responders (5)", "连线 distance · ETA", "定位过期 stale (1)",
                   "事发地点 point"):
         assert entry in dom  # layer control entries
-    shot = _shot(url, "dispatch.png")
+    shot = _shot(url, "dispatch.png", token)
     assert shot.stat().st_size > 20_000
 
 
@@ -121,9 +122,9 @@ def test_dispatch_page_network_mode_draws_the_road_route(client, admin_headers, 
 
 def test_coverage_street_page_renders_every_layer_legend_and_chart(live_server, engine, point):
     token = make_token(engine, "supervisor", "110102001")
-    url = f"{live_server}/maps/coverage?area=110102001&distance=500&access_token={token}"
-    size, fetch_s = _get(url)
-    dom, seconds = _timed_dom(url)
+    url = f"{live_server}/maps/coverage?area=110102001&distance=500"
+    size, fetch_s = _get(url, token)
+    dom, seconds = _timed_dom(url, token)
     print(f"\n/maps/coverage?area=110102001: {size / 1e3:.0f} kB, HTTP {fetch_s:.2f} s, Chromium run {seconds:.2f} s")
     assert size < 1_000_000
     assert re.search(r'<path[^>]*class="[^"]*wg-reach', dom)  # dissolved reach discs
@@ -137,27 +138,29 @@ def test_coverage_street_page_renders_every_layer_legend_and_chart(live_server, 
                   "建议站点 proposed posts"):
         assert entry in dom  # layer control entries
     assert "户数覆盖率" in dom and "建议布点 proposed posts" in dom and "热点 hotspots" in dom
-    shot = _shot(url, "coverage_110102001.png")
+    shot = _shot(url, "coverage_110102001.png", token)
     assert shot.stat().st_size > 20_000
 
 
 def test_coverage_district_page_stays_light(live_server, engine, demo):
     token = make_token(engine, "supervisor", "110102")
-    size, seconds = _get(f"{live_server}/maps/coverage?area=110102&distance=500&access_token={token}")
+    size, seconds = _get(f"{live_server}/maps/coverage?area=110102&distance=500", token)
     print(f"\n/maps/coverage?area=110102: {size / 1e6:.2f} MB in {seconds:.2f} s")
     assert size < MAX_PAGE_BYTES
 
 
 def test_maps_outside_scope_are_404(client, engine, point):
     token = make_token(engine, "supervisor", "110102001")
-    reply = client.get("/maps/coverage", params={"area": "110102003", "access_token": token})
+    reply = client.get("/maps/coverage", params={"area": "110102003"},
+                       headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 404
     with engine.connect() as conn:
         lon, lat = conn.execute(text(
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM areas WHERE level = 'grid' "
             "AND code LIKE '110102003%' AND version_id = (SELECT id FROM grid_versions WHERE status = 'active') "
             "ORDER BY code LIMIT 1) x")).one()
-    reply = client.get("/maps/dispatch", params={"lon": lon, "lat": lat, "access_token": token})
+    reply = client.get("/maps/dispatch", params={"lon": lon, "lat": lat},
+                       headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 404 and "110102003" not in reply.text  # names nothing outside the caller's area
 
 

@@ -19,10 +19,11 @@ MAX_PAGE_BYTES = 3_000_000
 NO_TILES = "--host-resolver-rules=MAP tile.openstreetmap.org ~NOTFOUND"
 
 
-def _timed_dom(url: str) -> tuple[str, float, int]:
-    """The DOM after scripts ran, the wall time of the whole Chromium run, and the page's own ready time."""
+def _timed_dom(url: str, token: str) -> tuple[str, float, int]:
+    """The DOM after scripts ran (signed in with `token`), the wall time of the whole Chromium run, and the
+    page's own ready time."""
     started = time.perf_counter()
-    dom = browser._run([NO_TILES, "--dump-dom", url])
+    dom = browser.dom(url, token)
     seconds = time.perf_counter() - started
     ready = re.search(r'data-wg-ready-ms="(\d+)"', dom)
     return dom, seconds, int(ready.group(1)) if ready else -1
@@ -56,13 +57,12 @@ def _active_grids(engine, prefix: str) -> int:
 
 def test_district_page_with_the_full_year_is_light_and_renders_every_layer_in_chromium(live_server, engine):
     token = make_token(engine, "supervisor", "110102")
-    url = (f"{live_server}/maps/incidents?area=110102&status=all&from={YEAR['from']}&to={YEAR['to']}"
-           f"&access_token={token}")
+    url = f"{live_server}/maps/incidents?area=110102&status=all&from={YEAR['from']}&to={YEAR['to']}"
     import urllib.request
 
-    with urllib.request.urlopen(url) as reply:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})) as reply:
         size = len(reply.read())
-    dom, seconds, ready = _timed_dom(url)
+    dom, seconds, ready = _timed_dom(url, token)
     print(f"\n/maps/incidents?area=110102, full demo year, all statuses: {size / 1e6:.2f} MB, "
           f"Chromium run {seconds:.2f} s (start-up, HTTP and rendering), layers ready at {ready} ms")
     assert size < MAX_PAGE_BYTES
@@ -84,11 +84,10 @@ def test_district_page_with_the_full_year_is_light_and_renders_every_layer_in_ch
 def test_default_view_screenshot_and_street_page(live_server, engine):
     token = make_token(engine, "supervisor", "110102")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.screenshot(f"{live_server}/maps/incidents?area=110102&access_token={token}",
-                       str(SHOTS / "incidents_110102.png"))
+    browser.screenshot(f"{live_server}/maps/incidents?area=110102", str(SHOTS / "incidents_110102.png"), token)
     assert (SHOTS / "incidents_110102.png").stat().st_size > 50_000
     street = make_token(engine, "supervisor", "110102001")
-    dom, seconds, ready = _timed_dom(f"{live_server}/maps/incidents?access_token={street}")  # default: own area
+    dom, seconds, ready = _timed_dom(f"{live_server}/maps/incidents", street)  # default: own area
     print(f"\n/maps/incidents?area=110102001 (default view): Chromium run {seconds:.2f} s, layers ready at {ready} ms")
     assert "110102001" in dom and 'class="wg-panel wg-head leaflet-control"' in dom
     assert len(re.findall(r'<path[^>]*class="leaflet-interactive"', dom)) >= _active_grids(engine, "110102001")
@@ -150,7 +149,8 @@ def test_unknown_category_or_status_and_bad_period_are_rejected(client, admin_he
 
 def test_area_outside_scope_is_404(client, engine):
     token = make_token(engine, "supervisor", "110102001")
-    reply = client.get("/maps/incidents", params={"area": "110102003", "access_token": token})
+    reply = client.get("/maps/incidents", params={"area": "110102003"},
+                       headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 404 and "in your area" in reply.json()["error"]["message"]
 
 
@@ -180,4 +180,4 @@ def test_builder_is_pure_and_copes_with_an_area_without_incidents():
         summary={"matching": 0, "overdue": 0, "due": 0, "on_time": 0})
     html = offline.render(incidents.build(data))
     assert "<title>测试网格 事件监督" in html and 'class=\\"wg-chart\\"' in html
-    assert '"token":null' in html and 'name=\\"access_token\\"' not in html  # no token: none passed on
+    assert '"token"' not in html and "access_token" not in html  # pages carry no token

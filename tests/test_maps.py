@@ -20,8 +20,8 @@ def _grid_count(engine, prefix: str) -> int:
 
 def test_street_map_draws_every_grid_outline_legend_and_layers(live_server, engine):
     token = make_token(engine, "supervisor", "110102001")
-    url = f"{live_server}/maps/grids?area=110102001&access_token={token}"
-    html = browser.dom(url)
+    url = f"{live_server}/maps/grids?area=110102001"
+    html = browser.dom(url, token)
     grids = _grid_count(engine, "110102001")
     paths = len(re.findall(r'<path[^>]*class="leaflet-interactive"', html))
     # one path per grid + each community + the street outline (no district: it is outside the scope)
@@ -30,7 +30,7 @@ def test_street_map_draws_every_grid_outline_legend_and_layers(live_server, engi
     for label in ("grids", "streets", "communities"):
         assert label in html  # layer control entries
     SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.screenshot(url, str(SHOTS / "grids_110102001.png"))
+    browser.screenshot(url, str(SHOTS / "grids_110102001.png"), token)
     assert (SHOTS / "grids_110102001.png").stat().st_size > 20_000
 
 
@@ -42,7 +42,8 @@ def test_map_popups_carry_code_households_and_worker(client, admin_headers):
 
 def test_map_outside_scope_is_404(client, engine):
     token = make_token(engine, "supervisor", "110102001")
-    reply = client.get("/maps/grids", params={"area": "110102003", "access_token": token})
+    reply = client.get("/maps/grids", params={"area": "110102003"},
+                       headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 404
 
 

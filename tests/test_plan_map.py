@@ -1,16 +1,10 @@
 """The planner map draws a draft's grids, findings, diff and buildings offline, and a line drawn on it splits a
 grid through POST /plans/{id}/edits, after which the page redraws itself at the new revision."""
 
-import base64
 import json
 import re
 import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,7 +12,6 @@ import pytest
 import shapely
 from shapely.ops import split as shapely_split
 from sqlalchemy import text
-from websockets.sync.client import connect
 
 from geo.auth import Caller, create_user
 from geo.planning import plans
@@ -27,81 +20,12 @@ from tests.conftest import make_token
 
 SHOTS = Path(__file__).resolve().parent.parent / ".wangge" / "screenshots"
 COMMUNITY, STREET = "110102001001", "110102001"
-NO_TILES = "--host-resolver-rules=MAP tile.openstreetmap.org ~NOTFOUND"
 
 
-class Chrome:
-    """Headless Chromium driven over the DevTools protocol: evaluate JS, send real mouse events, screenshot."""
-
-    def __init__(self, width: int = 1400, height: int = 950):
-        self.stack = ExitStack()
-        try:
-            profile = self.stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True))
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            flags = [f for f in browser.FLAGS if not f.startswith(("--window-size", "--virtual-time"))]
-            proc = subprocess.Popen([browser.chromium(), *flags, f"--window-size={width},{height}",
-                                     f"--remote-debugging-port={port}", f"--user-data-dir={profile}", NO_TILES,
-                                     "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            # Chromium's helper processes may still write to the profile after it exits: cleanup ignores that
-            self.stack.callback(lambda: (proc.terminate(), proc.wait(10)))
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5))
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            page = next(p for p in pages if p["type"] == "page")
-            self.ws = self.stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, proxy=None))
-        except BaseException:
-            self.stack.close()
-            raise
-        self.ids = 0
-        self.send("Page.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
-
-    def send(self, method: str, **params):
-        self.ids += 1
-        self.ws.send(json.dumps({"id": self.ids, "method": method, "params": params}))
-        while True:
-            reply = json.loads(self.ws.recv(timeout=60))
-            if reply.get("id") == self.ids:
-                assert "error" not in reply, reply["error"]
-                return reply["result"]
-
-    def js(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
-    def wait(self, expression: str, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(f"(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()")
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {expression}: state {self.js(_STATE)}")
-
-    def click(self, x: float, y: float):
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-
-    def screenshot(self, path: Path):
-        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stack.close()  # the DevTools connection, Chromium, then its profile directory
 
 
-_STATE = "JSON.stringify(Object.assign({}, document.documentElement && document.documentElement.dataset))"
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +84,7 @@ def _split_line(grids: gpd.GeoDataFrame, skip: str):
 
 
 def test_page_is_small_offline_and_inlines_only_the_areas_buildings(client, engine, planner, plan):
-    reply = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY, "access_token": planner})
+    reply = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY}, headers=_bearer(planner))
     assert reply.status_code == 200, reply.text
     page = reply.text
     assert len(page) < 150_000  # grids, findings and the diff are fetched by the page, not inlined
@@ -168,7 +92,8 @@ def test_page_is_small_offline_and_inlines_only_the_areas_buildings(client, engi
     assert "/static/vendor/leaflet.draw/leaflet.draw.js" in page and "/static/plans.js" in page
     config = _config(page)
     assert config["plan"]["id"] == plan and config["plan"]["revision"] == 0
-    assert config["area"]["code"] == COMMUNITY and config["token"] == planner
+    assert config["area"]["code"] == COMMUNITY
+    assert "token" not in config and config["csrf"] is None  # opened with a bearer header: no session
     assert len(config["buildings"]) == _buildings_in(engine, COMMUNITY)
     assert {c["code"] for c in config["choices"]} >= {STREET, COMMUNITY}
     for asset in ("/static/plans.js", "/static/vendor/leaflet.draw/leaflet.draw.js",
@@ -177,19 +102,19 @@ def test_page_is_small_offline_and_inlines_only_the_areas_buildings(client, engi
 
 
 def test_default_area_is_the_first_community_of_a_big_plan(client, planner, plan):
-    config = _config(client.get(f"/maps/plans/{plan}", params={"access_token": planner}).text)
+    config = _config(client.get(f"/maps/plans/{plan}", headers=_bearer(planner)).text)
     assert config["area"]["code"] == COMMUNITY  # the planner's street has more grids than fit one view
 
 
 def test_supervisors_and_published_versions_get_a_read_only_map(client, engine, planner, plan):
     supervisor = make_token(engine, "supervisor", STREET)
-    page = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY, "access_token": supervisor}).text
+    page = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY}, headers=_bearer(supervisor)).text
     assert "only planners edit" in _config(page)["readOnly"] and "leaflet.draw" not in page
     with engine.connect() as conn:
         active = conn.execute(text("SELECT id FROM grid_versions WHERE status = 'active'")).scalar()
-    page = client.get(f"/maps/plans/{active}", params={"area": COMMUNITY, "access_token": planner}).text
+    page = client.get(f"/maps/plans/{active}", params={"area": COMMUNITY}, headers=_bearer(planner)).text
     assert "not a draft" in _config(page)["readOnly"] and "leaflet.draw" not in page
-    page = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY, "access_token": planner}).text
+    page = client.get(f"/maps/plans/{plan}", params={"area": COMMUNITY}, headers=_bearer(planner)).text
     assert _config(page)["readOnly"] is None and "leaflet.draw.js" in page
 
 
@@ -207,12 +132,12 @@ def test_a_district_view_leaves_out_its_buildings_and_says_why(client, admin_hea
 ])
 def test_page_checks_scope_role_and_area(client, engine, plan, params, role, area, status, message):
     token = make_token(engine, role, area)
-    reply = client.get(f"/maps/plans/{plan}", params={**params, "access_token": token})
+    reply = client.get(f"/maps/plans/{plan}", params=params, headers=_bearer(token))
     assert reply.status_code == status and message in reply.json()["error"]["message"]
 
 
 def test_unknown_plan_is_404(client, planner, demo):
-    reply = client.get("/maps/plans/999999", params={"access_token": planner})
+    reply = client.get("/maps/plans/999999", headers=_bearer(planner))
     assert reply.status_code == 404 and "No plan 999999" in reply.json()["error"]["message"]
 
 
@@ -228,8 +153,9 @@ def test_drawn_line_splits_a_grid_and_the_page_redraws(live_server, client, engi
     assert reply.status_code == 200, reply.text
     code, line, parts = _split_line(before, skip=shrunk)
 
-    with Chrome() as chrome:
-        chrome.send("Page.navigate", url=f"{live_server}/maps/plans/{plan}?area={COMMUNITY}&access_token={planner}")
+    with browser.Chrome() as chrome:
+        chrome.sign_in(live_server, planner)  # the session cookie; its CSRF value comes with the page
+        chrome.send("Page.navigate", url=f"{live_server}/maps/plans/{plan}?area={COMMUNITY}")
         chrome.wait("document.documentElement.dataset.wgState === 'ready'")
         validation = client.get(f"/plans/{plan}/validation", headers=headers).json()
         here = [f for f in validation["features"] if f["properties"]["community"] == COMMUNITY

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from tests.conftest import make_token
 
 A, B = "110102001001", "110102003001"  # two communities in different streets
+NOT_IN_THE_MATRIX = {"/docs", "/docs/oauth2-redirect", "/redoc", "/open311/v2/{rest:path}"}
 ROLES = ("supervisor", "planner", "dispatcher", "grid_worker", "reporter")
 S, P, D, W, R = ROLES
 EVERYONE = frozenset(ROLES)
@@ -188,6 +189,12 @@ def cases(c: dict) -> dict[tuple[str, str], Case]:
         ("GET", "/admin/tokens"): Case(frozenset(), "/admin/tokens", params={"user_id": 1}),
         ("POST", "/admin/tokens/{token_id}/revoke"): Case(frozenset(),
                                                           lambda ctx: f"/admin/tokens/{ctx['new_token']()}/revoke"),
+        ("GET", "/audit"): Case(frozenset(), "/audit", params={"limit": 5}),
+        # sign-in pages: the same for everyone (an empty form is a 422; sign-out without a session does nothing
+        # and lands on the sign-in page)
+        ("GET", "/login"): Case(EVERYONE, "/login", outside=200, anonymous=200),
+        ("POST", "/login"): Case(EVERYONE, "/login", inside=422, outside=422, anonymous=422),
+        ("POST", "/logout"): Case(EVERYONE, "/logout", outside=200, anonymous=200),
     }
 
 
@@ -217,8 +224,14 @@ def _expected(case: Case, role: str | None, area: str | None) -> int:
 
 
 def test_every_route_answers_every_role_exactly_as_the_table_says(client, ctx):
+    from fastapi.routing import APIRoute
+
     spec = client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    # and the pages outside the schema, but for the docs and Open311's catch-all (it answers 404/405 only)
+    routes |= {(method, route.path) for route in client.app.state.routes if isinstance(route, APIRoute)
+               and not route.include_in_schema and route.path not in NOT_IN_THE_MATRIX
+               for method in route.methods - {"HEAD", "OPTIONS"}}
     table = cases(ctx)
     assert routes - table.keys() == set(), "routes missing from the role matrix"
     assert table.keys() - routes == set(), "the matrix names routes that do not exist"

@@ -279,6 +279,24 @@ def users_list() -> None:
     _table(rows, ("id", "name", "role", "area_code", "disabled_at", "live_tokens"), f"{len(rows)} users")
 
 
+@users_app.command("password")
+def users_password(name: Annotated[str, typer.Argument(help="The user's name")]) -> None:
+    """Set a user's password for the sign-in page (asked twice, never shown; WANGGE_PASSWORD for scripts)."""
+    import os
+
+    from geo.auth import set_password
+    from geo.errors import DomainError
+
+    password = os.environ.get("WANGGE_PASSWORD") or typer.prompt("Password", hide_input=True,
+                                                                 confirmation_prompt=True)
+    try:
+        with _engine().begin() as conn:
+            set_password(conn, _user_id(conn, name), password)
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"password set for {name}; sign in at /login")
+
+
 @users_app.command("revoke")
 def users_revoke(name: Annotated[str, typer.Argument(help="The user's name")]) -> None:
     """Revoke every token of a user (they may be issued a new one)."""

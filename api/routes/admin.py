@@ -52,7 +52,7 @@ def list_users(caller: CurrentCaller, engine: SyncEngine) -> list[dict]:
 def disable_user(user_id: UserId, caller: CurrentCaller, engine: SyncEngine) -> list[dict]:
     """Disable a user: every token of theirs stops working at once, in every worker. Returns their tokens."""
     with engine.begin() as conn:
-        auth.disable_user(conn, user_id)
+        auth.disable_user(conn, user_id, caller.id)
         return auth.list_tokens(conn, user_id)
 
 
@@ -68,5 +68,5 @@ def list_tokens(caller: CurrentCaller, engine: SyncEngine,
 def revoke_token(token_id: TokenId, caller: CurrentCaller, engine: SyncEngine) -> dict:
     """Revoke one token: it stops working at once, in every worker."""
     with engine.begin() as conn:
-        auth.revoke_token(conn, token_id)
+        auth.revoke_token(conn, token_id, caller.id)
         return next(t for t in auth.list_tokens(conn) if t["id"] == token_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Conn, CurrentCaller, PlanId, SettingsDep, SyncEngine
+from api.deps import SESSION_COOKIE, Conn, CurrentCaller, PlanId, SettingsDep, SyncEngine, csrf_value
 from api.params import AREA_ABOVE_GRID_CODE, AREA_CODE, Day, VersionQuery, comma_list, point_wgs84
 from geo.areas import hierarchy as areas
 from geo.incidents import incident_map
@@ -45,10 +45,9 @@ async def incidents_map(request: Request, conn: Conn, caller: CurrentCaller,
     """The supervisor map of `area`: grids by open/overdue count, overdue red lights, heat, trends, SLA."""
     code = area or caller.area_code or "110102"
     data = await incident_map.gather(conn, caller, code, category, status, start, end)
-    token = request.query_params.get("access_token")  # keep browser links working; never added otherwise
 
     def render() -> str:
-        return offline.render(incidents.build(data, token))
+        return offline.render(incidents.build(data))
 
     return HTMLResponse(await run_in_threadpool(render))
 
@@ -100,7 +99,7 @@ async def coverage_map(request: Request, conn: Conn, caller: CurrentCaller, sett
                                       max_age_s=settings.position_max_age_s, speed_mps=settings.straight_speed_mps)
 
     def render() -> str:
-        return offline.render(coverage_page.build(data, request.query_params.get("access_token")))
+        return offline.render(coverage_page.build(data))
 
     return HTMLResponse(await run_in_threadpool(render))
 
@@ -117,10 +116,16 @@ def plan_map(request: Request, plan_id: PlanId, caller: CurrentCaller, engine: S
              ) -> HTMLResponse:
     """A plan's grids by deviation from the household target, its validation findings, the diff against the
     active version and the area's buildings; draw a line to split a grid or a polygon to redraw one. The page
-    fetches grids, findings and diff from the plan APIs with the caller's token and redraws after each edit."""
+    fetches grids, findings and diff from the plan APIs with the caller's session and redraws after each edit."""
     from geo.planning import plan_map
     from maps import plans as plan_page
 
     with engine.connect() as conn:
         data = plan_map.gather(conn, caller, plan_id, area, target, tolerance)
-    return HTMLResponse(offline.render(plan_page.build(data, request.query_params.get("access_token"))))
+    return HTMLResponse(offline.render(plan_page.build(data, _csrf(request))))
+
+
+def _csrf(request: Request) -> str | None:
+    """The CSRF value the page's own requests carry, for a browser signed in with the session cookie."""
+    session = request.cookies.get(SESSION_COOKIE)
+    return csrf_value(session) if session else None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, text
 
+from geo import audit
 from geo import crs as crs_
 from geo.incidents.bulk_assign import IMPORT_COLUMNS, active_version, assign, create_stage
 from geo.incidents.bulk_copy import copy_rows
@@ -172,16 +173,11 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
 
 def _record(conn: Connection, report: ImportReport, actor_id: int | None, scope: str) -> None:
     """The batch in the audit log, in the same transaction as its rows."""
-    import orjson
-
     detail = {"file": report.file_name, "format": report.format, "crs": report.crs,
               "grid_version": report.grid_version, "total_rows": report.total_rows, "imported": report.imported,
               "rejected": report.rejected_count, "duplicates": report.duplicates, "scope": scope or None,
               "seconds": round(report.seconds, 3)}
-    conn.execute(text("INSERT INTO audit_log (actor_id, action, target, detail) "
-                      "VALUES (CAST(:actor AS int), 'incidents.import', CAST(:target AS text), "
-                      "CAST(:detail AS jsonb))"),
-                 {"actor": actor_id, "target": f"batch:{report.batch_id}", "detail": orjson.dumps(detail).decode()})
+    audit.record(conn, "incidents.import", f"batch:{report.batch_id}", actor_id, detail=detail)
 
 
 def _categories(conn: Connection) -> list[dict]:

@@ -5,6 +5,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, text
 
+from geo import audit as audit_log
 from geo.auth import Caller
 from geo.errors import Conflict, NotFound
 
@@ -151,16 +152,7 @@ def grids(conn: Connection, plan_id: int) -> gpd.GeoDataFrame:
 
 def audit(conn: Connection, caller: Caller, action: str, plan_id: int, detail: dict) -> None:
     """Write a plan action to the audit log."""
-    conn.execute(text("INSERT INTO audit_log (actor_id, action, target, detail) "
-                      "VALUES (:actor, :action, :target, CAST(:detail AS jsonb))"),
-                 {"actor": caller.id, "action": action, "target": f"grid_version:{plan_id}",
-                  "detail": _json(detail)})
-
-
-def _json(value) -> str:
-    import orjson
-
-    return orjson.dumps(value, default=str).decode()
+    audit_log.record(conn, action, f"grid_version:{plan_id}", caller.id, detail=detail)
 
 
 def taken_codes(conn: Connection, community_code: str) -> set[str]:

@@ -11,10 +11,10 @@ function wgPlanMap(map, tiles, sketch, WG) {
   var scopeLabel = WG.scope ? '辖区 your area ' + WG.scope : '整个方案 whole plan';
   var inArea = function (code) { return !!code && String(code).indexOf(area) === 0; };
 
-  // -- the API, with the page's token as a bearer token; errors carry the API's message
+  // -- the API, with the session cookie and its CSRF value; errors carry the API's message
   function call(method, path, body) {
     var headers = {'Accept': 'application/json'};
-    if (WG.token) headers.Authorization = 'Bearer ' + WG.token;
+    if (WG.csrf) headers['X-CSRF-Token'] = WG.csrf;
     if (body) headers['Content-Type'] = 'application/json';
     return fetch(path, {method: method, headers: headers, body: body ? JSON.stringify(body) : undefined})
       .then(function (r) { return r.text().then(function (t) {
@@ -182,7 +182,7 @@ function wgPlanMap(map, tiles, sketch, WG) {
       return '<option value="' + wgEsc(c.code) + '"' + (c.code === area ? ' selected' : '') + '>' +
         (c.level === 'community' ? '' : '▸ ') + wgEsc(c.name) + ' ' + wgEsc(c.code) + '</option>'; }).join('');
     return '<form class="wg-form" method="get" action="' + wgEsc(WG.mapPath) + '"><select name="area">' + opts +
-      '</select>' + (WG.token ? '<input type="hidden" name="access_token" value="' + wgEsc(WG.token) + '">' : '') +
+      '</select>' +
       '<input type="hidden" name="target" value="' + WG.target + '"><input type="hidden" name="tolerance" value="' +
       WG.tolerance + '"><button type="submit">查看 Go</button></form>';
   }
