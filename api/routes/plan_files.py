@@ -90,7 +90,9 @@ async def import_file(
 
 
 @router.get("/plans/{plan_id}/export", response_class=Response, responses={200: {"content": {
-    media: {"schema": {"type": "string", "format": "binary"}} for media in plan_files.MEDIA_TYPES.values()}}})
+    # GeoJSON is JSON text (a FeatureCollection); the other formats are binary files
+    media: {"schema": {"type": "object", "description": "a GeoJSON FeatureCollection"} if fmt == "geojson"
+            else {"type": "string", "format": "binary"}} for fmt, media in plan_files.MEDIA_TYPES.items()}}})
 def export_file(
     plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
     format: Annotated[Literal["gpkg", "geojson", "shp", "parquet"],
