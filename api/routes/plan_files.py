@@ -90,9 +90,7 @@ async def import_file(
 
 
 @router.get("/plans/{plan_id}/export", response_class=Response, responses={200: {"content": {
-    # GeoJSON is JSON text (a FeatureCollection); the other formats are binary files
-    media: {"schema": {"type": "object", "description": "a GeoJSON FeatureCollection"} if fmt == "geojson"
-            else {"type": "string", "format": "binary"}} for fmt, media in plan_files.MEDIA_TYPES.items()}}})
+    media: {"schema": {"type": "string", "format": "binary"}} for media in plan_files.MEDIA_TYPES.values()}}})
 def export_file(
     plan_id: PlanId, caller: CurrentCaller, engine: SyncEngine,
     format: Annotated[Literal["gpkg", "geojson", "shp", "parquet"],
