@@ -36,6 +36,7 @@ from api.routes import (
     plans,
     signin,
 )
+from api.schemas_open311 import ERROR_RESPONSES
 from api.settings import PROJECT_ROOT, Settings
 from geo import jobs as job_runner
 from geo.db import sync_engine
@@ -107,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                plan_checks, plan_files, plan_publish, jobs, admin, audit, signin)
     for module in modules:
-        app.include_router(module.router, responses=errors.RESPONSES)
+        # Open311 answers every error in the spec's shape, and documents so on its routes
+        app.include_router(module.router, responses=ERROR_RESPONSES if module is open311 else errors.RESPONSES)
     install_docs(app)  # before /static, which would shadow /static/docs
     # Every route is in the one policy table, or the app does not start.
     app.state.routes = [*app.router.routes, *(r for m in modules for r in m.router.routes)]

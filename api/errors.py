@@ -57,6 +57,10 @@ _DESCRIPTIONS = {
     422: "The request does not match the documented parameters or body.",
     503: "The database is not answering; retry after the Retry-After seconds.",
 }
+# Documented on the intake routes (api.limits.RateLimit), with the Retry-After header.
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {429: {
+    "model": ErrorResponse, "description": "Too many reports from this token or address: retry after the "
+    "Retry-After seconds.", "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}}
 # Documented on every route, in the shape the handlers below really send.
 RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
@@ -111,7 +115,19 @@ def validation_response(problems: Sequence[Any]) -> JSONResponse:
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # registered for RequestValidationError only
-    return validation_response(exc.errors())
+    problems = exc.errors()
+    if any(tuple(p.get("loc", ()))[:1] == ("path",) for p in problems) and (allowed := _literal_methods(request)):
+        # e.g. GET /incidents/bulk: a literal path that only takes POST, read as an id by GET /incidents/{id}
+        return JSONResponse(error_body("method_not_allowed", f"{request.method} is not allowed on "
+                                       f"{request.url.path}; use {', '.join(allowed)}."), 405,
+                            headers={"Allow": ", ".join(allowed)})
+    return validation_response(problems)
+
+
+def _literal_methods(request: Request) -> list[str]:
+    """The documented methods of the request's path, when the path is one of the API's literal paths."""
+    item = request.app.openapi()["paths"].get(request.url.path, {})
+    return sorted(method.upper() for method in item)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -129,14 +145,30 @@ def _document_errors_as_json(app: FastAPI) -> None:
             spec = build()
             for item in spec["paths"].values():
                 for operation in item.values():
-                    for status, response in operation.get("responses", {}).items():
-                        if int(status) in _DESCRIPTIONS and "content" in response:
-                            schema = next(iter(response["content"].values()))
-                            response["content"] = {"application/json": schema}
+                    responses = operation.get("responses", {})
+                    # FastAPI's default 422 (HTTPValidationError) is added only where a route documents no 422
+                    # of its own: the Open311 routes, which read their parameters themselves and never send one
+                    if _schema_of(responses.get("422", {})) == {"$ref": REF + "HTTPValidationError"}:
+                        del responses["422"]
+                    for response in responses.values():
+                        # only the one error shape: Open311's spec-shaped errors come as JSON or XML
+                        if _schema_of(response) == {"$ref": REF + "ErrorResponse"}:
+                            response["content"] = {"application/json": {"schema": _schema_of(response)}}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(unused, None)
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
+
+
+REF = "#/components/schemas/"
+
+
+def _schema_of(response: dict[str, Any]) -> Any:
+    """The schema of a documented response's (first) media type."""
+    media: dict[str, Any] = next(iter(response.get("content", {}).values()), {})
+    return media.get("schema")
 
 
 # The database is down, restarting, frozen or out of connections: the request may succeed later.
@@ -150,12 +182,16 @@ log = logging.getLogger("wangge.api")
 
 
 def unavailable_response(request_line: str, exc: BaseException) -> JSONResponse:
-    """503 in the one error shape, with Retry-After; logged as one line, not a traceback."""
+    """503 in the one error shape (under /open311/: the GeoReport v2 error array), with Retry-After; logged as one
+    line, not a traceback."""
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     log.warning("database unavailable: %s: %s: %s", request_line, type(exc).__name__, reason)
-    return JSONResponse(error_body("database_unavailable", "The database is not answering (down, restarting or "
-                                   f"busy). Nothing was changed by this request; retry in {RETRY_AFTER_S} s."),
-                        503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    message = ("The database is not answering (down, restarting or busy). Nothing was changed by this request; "
+               f"retry in {RETRY_AFTER_S} s.")
+    body: Any = error_body("database_unavailable", message)
+    if request_line.split(" ", 1)[-1].startswith("/open311/"):
+        body = [{"code": 503, "description": message}]
+    return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

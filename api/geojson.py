@@ -1,15 +1,23 @@
 """GeoJSON responses assembled from Feature texts that PostGIS already serialised."""
 
+from typing import Any
+
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 MEDIA_TYPE = "application/geo+json"
 
 
-class GeoJSONResponse(Response):
-    """A reply sent as application/geo+json."""
+class GeoJSONResponse(JSONResponse):
+    """A reply sent as application/geo+json. A JSONResponse, so OpenAPI documents the route's model as its body
+    (a plain Response is documented as `type: string`); bytes already serialised go out as they are."""
+
     media_type = MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        """Bytes (PostGIS's own GeoJSON text) unchanged; anything else as JSON."""
+        return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
 def feature(text: str) -> GeoJSONResponse:

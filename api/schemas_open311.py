@@ -77,8 +77,32 @@ class Open311Created(BaseModel):
     account_id: None
 
 
-def spec_reply(model: Any) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for an Open311 route: `model` as JSON (path ending .json), the same data as XML (.xml)."""
+class Open311Error(BaseModel):
+    """An error as the spec shapes it (the reply is an array of these)."""
+
+    code: int = Field(description="the HTTP status")
+    description: str = Field(description="what was wrong and how to fix it")
+
+
+_XML = {"text/xml": {"schema": {"type": "string"}}}
+_ERRORS = {
+    400: "Bad input: the description says what to send.",
+    403: "api_key missing, unknown, expired or revoked.",
+    404: "No such resource, or an unknown format (use .json or .xml).",
+    413: "The body is too large.",
+    503: "The database is not answering; retry after the Retry-After seconds.",
+}
+# Every Open311 route's errors, in the spec's shape (never the JSON API's {"error": ...}).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": list[Open311Error], "description": text, "content": _XML} for status, text in _ERRORS.items()
+}
+
+
+def spec_reply(model: Any, *extra_errors: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for an Open311 route: `model` as JSON (path ending .json), the same data as XML (.xml), and
+    `extra_errors` (e.g. 429 on intake) in the spec's error shape."""
     return {200: {"model": model, "description": "The reply, as JSON or, by the .xml suffix, as XML with the "
-                                                "spec's element names.",
-                  "content": {"text/xml": {"schema": {"type": "string"}}}}}
+                                                "spec's element names.", "content": _XML},
+            **{status: {"model": list[Open311Error], "content": _XML, "description": {
+                429: "Too many requests: retry after the Retry-After seconds."}.get(status, "")}
+               for status in extra_errors}}

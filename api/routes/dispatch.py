@@ -84,7 +84,7 @@ class PositionIn(BodyModel):
 
 class PingIn(BodyModel):
     """One ping of a batch: whose position, where and when."""
-    responder_id: int
+    responder_id: int = Field(ge=1, le=MAX_ID)  # a PostgreSQL integer: a larger one would overflow, not 4xx
     lon: float
     lat: float
     crs: str | None = Field(None, description="per ping; default the batch's crs")
@@ -101,8 +101,8 @@ class PingBatch(BodyModel):
 
 class DispatchIn(BodyModel):
     """The body of POST /incidents/{id}/dispatch."""
-    responder_id: int | None = Field(None, description="default: the nearest available responder with a fresh "
-                                                       "position")
+    responder_id: int | None = Field(None, ge=1, le=MAX_ID, description="default: the nearest available responder "
+                                                                     "with a fresh position")
     note: str | None = Field(None, max_length=2000)
 
 

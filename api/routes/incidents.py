@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import Field, model_validator
 
 from api.deps import Conn, CurrentCaller
+from api.errors import RATE_LIMITED
 from api.geojson import GeoJSONResponse, feature, feature_collection
 from api.params import (
     GRID_CODE,
@@ -107,7 +108,7 @@ def _default_source(role: str) -> str:
 
 
 @router.post("/incidents", status_code=201, response_class=GeoJSONResponse,
-             responses=geojson(Feature[IncidentProperties], 201))
+             responses={**geojson(Feature[IncidentProperties], 201), **RATE_LIMITED})
 async def report(body: IncidentIn, conn: Conn, caller: CurrentCaller,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> GeoJSONResponse:
     """Report an incident: it is filed in the covering grid, with its worker, department and due time."""

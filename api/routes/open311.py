@@ -10,10 +10,11 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from email import policy
 from email.parser import BytesParser
+from typing import Annotated
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.routing import Match
 
@@ -31,6 +32,12 @@ from geo.auth import Caller
 from geo.incidents.timelimits import TZ, year_problem
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
+# Documented as an enum, read as text: any other suffix is the spec's 404 in JSON, not a validation error.
+Fmt = Annotated[str, Path(description="the reply's format", json_schema_extra={"enum": ["json", "xml"]})]
+# Read from the query string by the routes themselves (the spec's rules: empty is absent, lists comma-delimited);
+# declared here so that OpenAPI documents them.
+ApiKey = Annotated[str | None, Query(description="a Wangge bearer token; needed for reads unless "
+                                                 "WANGGE_OPEN311_PUBLIC_READS is on")]
 
 FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
 MAX_BODY = 5 * 1024 * 1024
@@ -261,7 +268,7 @@ def _new_request(params: dict[str, list[str]]) -> open311.NewRequest:
 # -- endpoints -----------------------------------------------------------------------------------------------
 
 @router.get("/discovery.{fmt}", summary="Service discovery", responses=spec_reply(Open311Discovery))
-async def discovery(request: Request, fmt: str) -> Response:
+async def discovery(request: Request, fmt: Fmt) -> Response:
     """Where the GeoReport v2 endpoint is, which formats it speaks and how to get an api_key."""
     async def produce():
         return {
@@ -281,7 +288,8 @@ async def discovery(request: Request, fmt: str) -> Response:
 
 
 @router.get("/services.{fmt}", summary="GET Service List", responses=spec_reply(list[Open311Service]))
-async def service_list(request: Request, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
+async def service_list(request: Request, fmt: Fmt, conn: Conn, settings: SettingsDep,
+                       api_key: ApiKey = None) -> Response:
     """The incident categories as services: service_code is the category code, group the department."""
     async def produce():
         await _reader(request, conn, settings, _query(request))
@@ -291,7 +299,8 @@ async def service_list(request: Request, fmt: str, conn: Conn, settings: Setting
 
 @router.get("/services/{code}.{fmt}", summary="GET Service Definition",
             responses=spec_reply(Open311ServiceDefinition))
-async def service_definition(request: Request, code: str, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
+async def service_definition(request: Request, code: str, fmt: Fmt, conn: Conn, settings: SettingsDep,
+                             api_key: ApiKey = None) -> Response:
     """The spec's service definition (no service needs extra attributes: metadata is false)."""
     async def produce():
         await _reader(request, conn, settings, _query(request))
@@ -300,7 +309,8 @@ async def service_definition(request: Request, code: str, fmt: str, conn: Conn, 
 
 
 @router.get("/requests.{fmt}", summary="GET Service Requests", responses=spec_reply(list[Open311Request]))
-async def request_list(request: Request, fmt: str, conn: Conn, settings: SettingsDep) -> Response:
+async def request_list(request: Request, fmt: Fmt, conn: Conn, settings: SettingsDep,
+                       api_key: ApiKey = None) -> Response:
     """Requests newest first: the last 90 days by default, at most 90 days and 1000 requests.
 
     Filters: service_request_id (overrides the rest), service_code, start_date, end_date, status (open,
@@ -329,8 +339,8 @@ async def request_list(request: Request, fmt: str, conn: Conn, settings: Setting
 
 @router.get("/requests/{request_id}.{fmt}", summary="GET Service Request",
             responses=spec_reply(list[Open311Request]))
-async def single_request(request: Request, request_id: str, fmt: str, conn: Conn,
-                         settings: SettingsDep) -> Response:
+async def single_request(request: Request, request_id: str, fmt: Fmt, conn: Conn,
+                         settings: SettingsDep, api_key: ApiKey = None) -> Response:
     """One request, as a one-element array."""
     async def produce():
         caller = await _reader(request, conn, settings, _query(request))
@@ -338,8 +348,8 @@ async def single_request(request: Request, request_id: str, fmt: str, conn: Conn
     return await _answer(fmt, "service_requests", produce)
 
 
-@router.post("/requests.{fmt}", summary="POST Service Request", responses=spec_reply(list[Open311Created]))
-async def create_request(request: Request, fmt: str, conn: Conn) -> Response:
+@router.post("/requests.{fmt}", summary="POST Service Request", responses=spec_reply(list[Open311Created], 429))
+async def create_request(request: Request, fmt: Fmt, conn: Conn) -> Response:
     """Create a request from form-encoded parameters; api_key is the reporter's Wangge token.
 
     Location: lat and long (WGS84, or in `crs`: EPSG:4490, GCJ-02, BD-09). address_string, address_id and
@@ -368,7 +378,11 @@ async def not_found(request: Request, rest: str) -> Response:
     """Anything else under /open311/v2 still answers in the spec's error format."""
     fmt = rest.rsplit(".", 1)[-1] if "." in rest else "json"
     scope = dict(request.scope)
-    for route in router.routes:
-        if getattr(route, "endpoint", None) is not not_found and route.matches(scope)[0] == Match.PARTIAL:
-            return error_response(fmt, 405, f"{request.method} is not allowed on {request.url.path}.")
+    allowed = sorted({method for route in router.routes if getattr(route, "endpoint", None) is not not_found
+                      and route.matches(scope)[0] == Match.PARTIAL for method in getattr(route, "methods", ())})
+    if allowed:
+        reply = error_response(fmt, 405, f"{request.method} is not allowed on {request.url.path}; "
+                                         f"use {', '.join(allowed)}.")
+        reply.headers["Allow"] = ", ".join(allowed)
+        return reply
     return error_response(fmt, 404, f"No Open311 resource at {request.url.path}; see discovery.json.")
