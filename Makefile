@@ -2,7 +2,7 @@
 WANGGE := .venv/bin/wangge
 PYTHON := .venv/bin/python
 
-.PHONY: deps db demo lint test bench clean-db
+.PHONY: deps db demo lint test bench soak clean-db
 
 deps:
 	@scripts/deps.sh
@@ -43,6 +43,13 @@ bench:
 	@$(WANGGE) db start
 	@$(WANGGE) db migrate
 	@$(PYTHON) -m bench
+
+## Outside CI: the live feed at 20x its rate for 30 minutes (SOAK_MINUTES) against a served demo, with sign-ins
+## and reads; 0 5xx, flat worker memory, stable p95 and no lost write, or it fails. Writes bench/reports/soak.md
+soak:
+	@scripts/deps.sh --bench
+	@$(WANGGE) db start
+	@$(PYTHON) -m bench.soak --minutes $${SOAK_MINUTES:-30}
 
 clean-db:
 	-@$(WANGGE) db stop

@@ -19,6 +19,26 @@ FIRST_DAY = DEMO_END.date() - timedelta(days=364)  # the demo year's local days,
 LAST_DAY = DEMO_END.date()
 
 
+# What the matrix, the fuzz run and the fault tests covered: printed at the end of every run (CI's log too).
+COUNTS: list[str] = []
+_FAULTS: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """Count the fault scenarios that passed (tests/test_faults.py)."""
+    if report.when == "call" and report.passed and "test_faults.py::" in report.nodeid:
+        _FAULTS.append(report.nodeid.split("::")[-1])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The counts, after the results."""
+    lines = COUNTS + ([f"faults survived: {len(_FAULTS)} ({', '.join(_FAULTS)})"] if _FAULTS else [])
+    if lines:
+        terminalreporter.section("counts")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def _server_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url

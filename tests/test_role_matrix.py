@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import make_token
+from tests.conftest import COUNTS, make_token
 
 A, B = "110102001001", "110102003001"  # two communities in different streets
 NOT_IN_THE_MATRIX = {"/docs", "/docs/oauth2-redirect", "/redoc", "/open311/v2/{rest:path}"}
@@ -249,8 +249,8 @@ def test_every_route_answers_every_role_exactly_as_the_table_says(client, ctx):
             counts["calls"] += 1
             if _call(client, ctx, case, method, "wg_not-a-token").status_code != 401:
                 wrong.append(f"{method} {template} with a bad token: not 401")
-    print(f"role matrix: {len(table)} routes × {len(callers) + 1} callers (6 roles, inside and outside, "
-          f"and no token) = {counts['calls']} calls")
+    COUNTS.append(f"role matrix: {len(table)} routes × {len(callers) + 1} callers (6 roles, inside and outside, "
+                  f"and no token) = {counts['calls']} calls")
     assert wrong == [], "\n".join(wrong)
     assert counts["calls"] >= len(table) * (len(callers) + 1)
 

@@ -59,7 +59,8 @@ def audit_log(
     target: Annotated[str | None, Query(max_length=100, description="e.g. user:3, incident:9")] = None,
     since: Annotated[When | None, Query(description="from this time (inclusive)")] = None,
     until: Annotated[When | None, Query(description="to this time (exclusive)")] = None,
-    after: Annotated[str | None, Query(max_length=100, description="the previous page's `next`")] = None,
+    after: Annotated[str | None, Query(max_length=100, pattern=r"^[^|]+\|[0-9]+\|[aeu]$",
+                                       description="the previous page's `next`")] = None,
     limit: Annotated[int, Query(ge=1, description=f"entries per page (at most {MAX_PAGE})")] = 100,
 ) -> dict:
     """The audit log for admins: sign-ins, user, role and token changes, token use per day, plan edits and
