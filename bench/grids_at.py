@@ -2,14 +2,19 @@
 
 import json
 import random
+from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import psycopg
+import shapely
+from pyproj import Geod
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from bench.context import Bench
 from bench.report import Result, Row
-from bench.runners import CLIENTS, THREADS, pgbench, write_requests, wrk
+from bench.runners import CLIENTS, THREADS, interleaved, pgbench, write_requests, wrk
 from geo.areas.hierarchy import STATEMENTS
 
 LON, LAT = 123.456789, -12.3456789  # placeholders in the compiled SQL, replaced by reads from bench_points
@@ -94,3 +99,76 @@ def grids_at(ctx: Bench) -> Result:
     if same_id != checked:
         failures.append(f"/grids/at disagreed with raw SQL on {checked - same_id} of {checked} points")
     return Result(rows, notes, failures)
+
+
+OUTSIDE_M = (1_000, 10_000, 110_000)
+
+
+def _outside(ctx: Bench, metres: float, n: int = 300) -> list[tuple[float, float]]:
+    """n seeded points `metres` outwards (away from the centre) from random vertices of the grids' outline,
+    each checked to lie outside every grid."""
+    with ctx.engine.connect() as conn:
+        outline = shapely.from_wkb(conn.execute(text(
+            "SELECT ST_AsBinary(ST_Union(geom)) FROM areas WHERE level = 'grid' AND version_id = :v"),
+            {"v": ctx.version_id}).scalar_one())
+    geod, rng = Geod(ellps="WGS84"), np.random.default_rng(int(metres))
+    largest = outline if outline.geom_type == "Polygon" else max(outline.geoms, key=lambda g: g.area)
+    ring, centre = shapely.get_coordinates(largest.exterior), outline.centroid
+    points: list[tuple[float, float]] = []
+    while len(points) < n:
+        x, y = ring[int(rng.integers(len(ring)))]
+        azimuth, _, _ = geod.inv(centre.x, centre.y, x, y)
+        lon, lat, _ = geod.fwd(x, y, azimuth, metres)
+        if not outline.covers(shapely.Point(lon, lat)):
+            points.append((lon, lat))
+    return points
+
+
+def _bbox_mix(ctx: Bench, n: int = 2000) -> tuple[list[tuple[float, float]], float]:
+    """n seeded random points over the district's bounding box, and the share of them outside every grid."""
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(text("""
+            WITH box AS (SELECT ST_Extent(geom) AS b FROM areas WHERE level = 'district'),
+            pts AS (SELECT ST_XMin(b) + (ST_XMax(b) - ST_XMin(b)) * random() AS lon,
+                           ST_YMin(b) + (ST_YMax(b) - ST_YMin(b)) * random() AS lat FROM box, generate_series(1, :n))
+            SELECT lon, lat, NOT EXISTS (SELECT FROM areas a WHERE a.level = 'grid' AND a.version_id = :v
+                                         AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(lon, lat), 4326))) AS outside
+            FROM pts"""), {"n": n, "v": ctx.version_id}).all()
+    return [(r.lon, r.lat) for r in rows], sum(r.outside for r in rows) / len(rows)
+
+
+def grids_at_outside(ctx: Bench) -> Result:
+    """Points outside every grid (a 404 naming the nearest) at 1, 10 and 110 km, and the bounding-box mix, each
+    against inside-only points in the same alternating rounds."""
+    inside = ctx.sample_points()
+    ctx.active_version()
+    token = ctx.bench_token()
+
+    def requests(name: str, points) -> object:
+        return write_requests(name, token, [("GET", f"/grids/at?lon={lon!r}&lat={lat!r}", None)
+                                            for lon, lat in points])
+
+    mix, outside_share = _bbox_mix(ctx)
+    data = {"inside": requests("grids_at_inside", [(lon, lat) for _, lon, lat in inside]),
+            "bbox": requests("grids_at_bbox", mix),
+            **{f"{m // 1000} km": requests(f"grids_at_out_{m}", _outside(ctx, m)) for m in OUTSIDE_M}}
+    ctx.server()
+
+    def at(seconds):
+        return SimpleNamespace(seconds=seconds, server=ctx.server)
+
+    runs = interleaved({name: (lambda s, path=path: wrk(at(s), "requests.lua", path)) for name, path in data.items()},
+                       ctx.seconds, rounds=2)
+    hit = runs["inside"]
+    rows = [Row(f"/grids/at outside every grid, {name} out: latency p95 vs a point inside (ms)", runs[name]["p95"],
+                hit["p95"], "ms") for name in data if name.endswith("km")]
+    rows.append(Row(f"/grids/at over the district's bounding box ({outside_share:.0%} outside) vs inside-only "
+                    "(req/s)", runs["bbox"]["rps"], hit["rps"], "req/s"))
+    notes = [f"/grids/at outside every grid: wrk -t{THREADS} -c{CLIENTS}, 2 alternating rounds of "
+             f"{ctx.seconds / 2:g} s per set (inside sample points; random points over the district's bounding box; "
+             "300 points each 1, 10 and 110 km outwards from the grids' outline); req/s per set: "
+             + ", ".join(f"{name} {runs[name]['rps']:,.0f} (p95 {runs[name]['p95']:.2f} ms)" for name in data)
+             + ". A point outside is answered by a KNN scan of 8 grids in Web Mercator (then 64) whose geodesic "
+             "metres prove the nearest (geo.areas.hierarchy.nearest_proven), else by ranking every grid within the "
+             "planar bound."]
+    return Result(rows, notes, [])

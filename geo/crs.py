@@ -1,5 +1,7 @@
 """Coordinate systems: WGS84/CGCS2000 and the Chinese GCJ-02 and BD-09 offsets, vectorised."""
 
+import math
+
 import numpy as np
 
 from geo.errors import UnknownCRS
@@ -159,3 +161,11 @@ def to_wgs84_geoseries(gs, crs: str):
 
         geoms = shapely.transform(geoms, move)
     return gpd.GeoSeries(geoms, index=gs.index, crs="EPSG:4326")
+
+
+def radius_3857(metres: float, lat: float) -> float:
+    """Web Mercator metres that hold every point within `metres` geodesic metres of a point at `lat` (inf near the
+    poles). Along any path, Mercator length ≤ 1/(1 − e²) = 1.0067 × geodesic length / cos(latitude), and a path
+    of `metres` stays within metres / 110,574 m of the point's latitude (one degree of it is at least that long)."""
+    farthest = abs(lat) + metres / 110000.0
+    return math.inf if farthest >= 89.0 else metres * 1.01 / math.cos(math.radians(farthest)) + 1e-6

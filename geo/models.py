@@ -109,6 +109,9 @@ class Area(Base):
         # the point → grid lookup of one version (migration 0006; btree_gist)
         Index("areas_grid_version_geom", "version_id", "geom", postgresql_using="gist",
               postgresql_where=text("level = 'grid'")),
+        # KNN in Web Mercator for a point outside every grid (geo.areas.hierarchy.nearest_proven)
+        Index("areas_grid_version_mercator", "version_id", func.ST_Transform(text("geom"), 3857),
+              postgresql_using="gist", postgresql_where=text("level = 'grid'")),
     )
 
 

@@ -57,8 +57,8 @@ def test_alembic_from_the_repository_goes_down_to_base_and_back_up(database_url)
     env = dict(os.environ, WANGGE_DATABASE_URL=target.render_as_string(hide_password=False))
     alembic = [str(Path(sys.executable).parent / "alembic")]
     try:
-        for step, expected in ((["upgrade", "head"], "0010"), (["downgrade", "-1"], "0009"),
-                               (["downgrade", "base"], None), (["upgrade", "head"], "0010")):
+        for step, expected in ((["upgrade", "head"], "0011"), (["downgrade", "-1"], "0010"),
+                               (["downgrade", "base"], None), (["upgrade", "head"], "0011")):
             result = subprocess.run(alembic + step, cwd=root, env=env, capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
             engine = create_engine(target)

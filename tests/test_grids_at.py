@@ -2,6 +2,7 @@
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 UTM50 = "EPSG:32650"
@@ -84,3 +85,44 @@ def test_bad_coordinates_are_422_with_the_field(client, admin_headers):
     reply = client.get("/grids/at", params={"lon": 200, "lat": 39.9}, headers=admin_headers)
     assert reply.status_code == 422
     assert reply.json()["error"]["field"] == "lon"
+
+
+def _geodesic_to_boundaries(grids, lon: float, lat: float) -> pd.Series:
+    """Geodesic metres (pyproj Geod, WGS84) from the point to each grid's boundary, densified to ~2 m."""
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    rings = grids.geometry.boundary.segmentize(2e-5)  # degrees: ~2 m here
+    coords = shapely.get_coordinates(rings.to_numpy(), return_index=True)
+    xy, owner = coords[0], coords[1]
+    _, _, metres = geod.inv(np.full(len(xy), lon), np.full(len(xy), lat), xy[:, 0], xy[:, 1])
+    return pd.Series(metres).groupby(owner).min().set_axis(grids["code"].to_numpy())
+
+
+def test_the_nearest_grid_outside_every_grid_matches_pyproj_from_a_metre_to_500_km(client, admin_headers, grids,
+                                                                                 boundary):
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    rng = np.random.default_rng(11)
+    outline = grids.geometry.union_all()
+    centre = outline.centroid
+    ring = shapely.get_coordinates(outline.exterior if outline.geom_type == "Polygon"
+                                   else max(outline.geoms, key=lambda g: g.area).exterior)
+    checked = 0
+    for metres in (1, 10, 100, 1_000, 5_000, 20_000, 110_000, 500_000):
+        for x, y in ring[rng.choice(len(ring), 3, replace=False)]:
+            azimuth, _, _ = geod.inv(centre.x, centre.y, x, y)  # outwards, away from the district's centre
+            lon, lat, _ = geod.fwd(x, y, azimuth, metres)
+            if outline.covers(shapely.Point(lon, lat)):
+                continue  # a concave bend: the point landed inside again
+            reply = client.get("/grids/at", params={"lon": lon, "lat": lat}, headers=admin_headers)
+            assert reply.status_code == 404, reply.text
+            body = reply.json()["error"]
+            expected = _geodesic_to_boundaries(grids, lon, lat)
+            best = expected.min()
+            assert abs(body["distance_m"] - best) <= 0.5 + 1e-6 * best, (metres, lon, lat, body, best)
+            # the grid named is the nearest, or one within the densification's error of it
+            assert expected[body["nearest_grid"]] <= best + 0.5, (metres, body["nearest_grid"], best)
+            checked += 1
+    assert checked >= 18

@@ -7,6 +7,7 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from geo.auth import Caller
+from geo.crs import radius_3857
 from geo.errors import NotFound, OutsideEveryGrid
 from geo.models import Area, GridVersion, Responder
 from geo.sql import Query
@@ -101,11 +102,35 @@ def _build_statements():
         select(Area.code, distance).where(*grids, func.ST_DWithin(Area.geom, point, radius))
         .order_by(distance, Area.code).limit(1)
     )
+    # The fast way first: one KNN scan in Web Mercator (GiST areas_grid_version_mercator) takes the nearest
+    # candidates with their geodesic metres and Mercator distance; nearest_proven() says whether they must hold
+    # the geodesically nearest grid.
+    mercator_point = func.ST_Transform(point, 3857)
+    mercator = func.ST_Transform(Area.geom, 3857).op("<->", return_type=Float)(mercator_point)
+    statements["nearest_candidates"] = (
+        select(Area.code, distance, mercator.label("mercator")).where(*grids)
+        .order_by(mercator).limit(bindparam("m", type_=Integer))
+    )
     return statements
 
 
 STATEMENTS = _build_statements()
 QUERIES = {key: Query(statement) for key, statement in STATEMENTS.items()}
+
+
+NEAREST_CANDIDATES = (8, 64)  # a second, wider scan where the first cannot prove the nearest
+
+
+def nearest_proven(rows, lat: float, m: int) -> tuple[str, float] | None:
+    """The nearest grid (code, metres) among `m` KNN candidate rows, if no grid beyond them can be as near: any
+    such grid is farther in Mercator than the last candidate, so out of reach when the nearest's metres fit in
+    that Mercator distance (geo.crs.radius_3857). None: not proven."""
+    if not rows:
+        return None
+    code, metres = min(((row[0], row[1]) for row in rows), key=lambda pair: (pair[1], pair[0]))
+    if len(rows) < m or radius_3857(metres, lat) < max(row[2] for row in rows):
+        return code, metres
+    return None
 
 
 def _check_scope(caller: Caller, code: str) -> None:
@@ -140,7 +165,13 @@ async def grid_at(conn, caller: Caller, lon: float, lat: float,
     text = await QUERIES["grid_at"].fetchval(conn, **params)
     if text is not None:
         return text
-    nearest = await QUERIES["nearest"].fetchrow(conn, **params)
+    nearest = None
+    for m in NEAREST_CANDIDATES:
+        nearest = nearest_proven(await QUERIES["nearest_candidates"].fetch(conn, **params, m=m), lat, m)
+        if nearest is not None:
+            break
+    else:  # many grids about as near (a far point): every grid within the planar bound, by geodesic metres
+        nearest = await QUERIES["nearest"].fetchrow(conn, **params)
     raise OutsideEveryGrid(lon, lat, *(nearest or (None, None)))
 
 

@@ -2,12 +2,12 @@
 
 import functools
 import inspect
-import math
 from dataclasses import dataclass
 
 from sqlalchemy import text
 
 from geo.auth import Caller
+from geo.crs import radius_3857
 from geo.dispatch.responders import COLUMNS, FRESH, VISIBLE, feature, round_to, session_zone
 from geo.errors import Conflict, DomainError, InvalidInput, NotFound
 from geo.incidents import intake as incidents
@@ -105,14 +105,6 @@ _NEAREST = Query(text(NEAREST_SQL))
 def candidates(k: int) -> int:
     """How many Mercator-nearest candidates to rank for k: enough that proven() almost always holds."""
     return k + 2
-
-
-def radius_3857(metres: float, lat: float) -> float:
-    """Web Mercator metres that hold every point within `metres` geodesic metres of a point at `lat` (inf near the
-    poles). Along any path, Mercator length ≤ 1/(1 − e²) = 1.0067 × geodesic length / cos(latitude), and a path
-    of `metres` stays within metres / 110,574 m of the point's latitude (one degree of it is at least that long)."""
-    farthest = abs(lat) + metres / 110000.0
-    return math.inf if farthest >= 89.0 else metres * 1.01 / math.cos(math.radians(farthest)) + 1e-6
 
 
 def ranked(rows, k: int, max_distance: float | None) -> list:
