@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,32 +125,46 @@ class Bench:
 
     def server(self) -> str:
         """Start `wangge serve --workers 2` on the bench database (once), wait for /health; its base URL."""
-        if self._server is not None:
-            return self.base_url
+        if self._server is None:
+            self._server = self._start(HTTP_PORT, 2)
+        return self.base_url
+
+    @contextmanager
+    def serving(self, workers: int, port: int) -> Iterator[str]:
+        """Another `wangge serve --workers N` on `port` for the length of the block (its base URL)."""
+        proc = self._start(port, workers)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            _stop_group(proc)
+
+    def _start(self, port: int, workers: int) -> subprocess.Popen:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", HTTP_PORT)) == 0:
-                raise RuntimeError(f"Port {HTTP_PORT} is taken (a leftover bench server?); free it and rerun.")
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"Port {port} is taken (a leftover bench server?); free it and rerun.")
         REPORTS.mkdir(parents=True, exist_ok=True)
         # intake is measured at full speed: the per-client rate limits stay out of the way
         env = dict(os.environ, WANGGE_DATABASE_URL=self.url, WANGGE_INTAKE_RATE_PER_TOKEN="10000000/minute",
                    WANGGE_INTAKE_RATE_PER_ADDRESS="10000000/minute")
-        with open(REPORTS / "server.log", "wb") as log:
-            self._server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "wangge"), "serve", "--workers", "2", "--host", "127.0.0.1",
-                 "--port", str(HTTP_PORT)],
+        log_path = REPORTS / f"server-{port}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "wangge"), "serve", "--workers", str(workers), "--host",
+                 "127.0.0.1", "--port", str(port)],
                 cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self._server.poll() is not None:
-                raise RuntimeError(f"The server exited with {self._server.returncode}; see {REPORTS / 'server.log'}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"The server exited with {proc.returncode}; see {log_path}")
             try:
-                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
-                    return self.base_url
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return proc
             except httpx.TransportError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"The server did not answer /health within 60 s; see {REPORTS / 'server.log'}")
+        _stop_group(proc)
+        raise RuntimeError(f"The server did not answer /health within 60 s; see {log_path}")
 
     def close(self) -> None:
         """Stop the server (its whole process group: uvicorn's workers too) and dispose of the engine."""
