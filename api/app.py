@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors, fast, policy
 from api.deps import TokenCache, TokenUse, get_caller
-from api.limits import BodyLimit, RateLimit, RejectNul
+from api.limits import BodyLimit, InternalErrors, RateLimit, RejectNul
 from api.page_headers import PageHeaders
 from api.routes import (
     admin,
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        per_token=settings.intake_rate_per_token, per_address=settings.intake_rate_per_address)
     app.add_middleware(RejectNul)
     app.add_middleware(PageHeaders)  # map and sign-in pages: no-store, same-origin referrers
+    app.add_middleware(InternalErrors)  # outermost: a bug's 500 in the one error shape, logged once
     modules = (health, areas, bulk, incidents, dispatch, maps, analysis, coverage, open311, plans, plan_edits,
                plan_checks, plan_files, plan_publish, jobs, admin, audit, signin)
     for module in modules:

@@ -1,10 +1,13 @@
 """Request limits: an oversized payload gets a clear 413 before the app reads it, a NUL character in the path
-or query string a 400 before anything parses it, and intake beyond its rate a 429 with Retry-After."""
+or query string a 400 before anything parses it, and intake beyond its rate a 429 with Retry-After; and the
+last resort, a bug's 500 in the one error shape with a request id."""
 
 import hashlib
+import logging
 import math
 import re
 import time
+import uuid
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -13,6 +16,8 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import error_body
+
+log = logging.getLogger("wangge.api")
 
 
 class BodyLimit:
@@ -138,3 +143,36 @@ class RateLimit:
         for item, key in keys:
             self.limiter.hit(item, route, key)
         await self.app(scope, receive, send)
+
+
+class InternalErrors:
+    """Pure ASGI middleware, outermost: an unexpected exception (a bug) becomes a 500 in the one error shape
+    carrying a request id, logged once with its traceback under that id. The reply completes normally, so the
+    client's keep-alive connection stays usable; a reply that had already started is cut off (nothing else can be
+    done) and logged the same way."""
+
+    def __init__(self, app):
+        """Wrap `app`."""
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        """Pass the request on; answer a 500 if it raised."""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            request_id = uuid.uuid4().hex[:16]
+            log.exception("internal error %s: %s %s", request_id, scope["method"], scope["path"])
+            if started:
+                return
+            await send_error(send, scope["path"], 500, "internal_error",
+                             f"Something went wrong on our side (request id {request_id}); it is logged. Quote the "
+                             "request id when you report it.", headers=[(b"x-request-id", request_id.encode())])

@@ -88,3 +88,28 @@ def test_fuzzed_numbers(client, admin_headers):
     for params in ({"lon": "nan", "lat": 39.9}, {"lon": "inf", "lat": 39.9}, {"lon": 1e308, "lat": 39.9}):
         assert 400 <= client.get("/grids/at", params=params, headers=admin_headers).status_code < 500
         assert 400 <= client.get("/dispatch/nearest", params=params, headers=admin_headers).status_code < 500
+
+
+def test_a_bug_is_a_500_in_the_one_shape_with_a_request_id_logged_once_and_the_connection_lives_on(settings,
+                                                                                                  caplog):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(settings)
+
+    async def broken() -> dict:
+        raise ZeroDivisionError("a bug")
+
+    app.add_api_route("/broken-for-test", broken)  # after create_app: the policy check has run
+    with TestClient(app, raise_server_exceptions=False) as client:
+        caplog.clear()
+        reply = client.get("/broken-for-test")
+        assert reply.status_code == 500 and reply.headers["content-type"] == "application/json"
+        error = reply.json()["error"]
+        request_id = reply.headers["x-request-id"]
+        assert error["code"] == "internal_error" and request_id in error["message"]
+        assert "ZeroDivisionError" not in reply.text and "Traceback" not in reply.text
+        logged = [r for r in caplog.records if request_id in r.getMessage()]
+        assert len(logged) == 1 and logged[0].exc_info is not None
+        assert client.get("/health").status_code == 200  # the same client, on after the 500
