@@ -165,14 +165,19 @@ async def grid_at(conn, caller: Caller, lon: float, lat: float,
     text = await QUERIES["grid_at"].fetchval(conn, **params)
     if text is not None:
         return text
-    nearest = None
+    raise OutsideEveryGrid(lon, lat, *(await nearest_grid(conn, lon, lat, caller.scope, version) or (None, None)))
+
+
+async def nearest_grid(conn, lon: float, lat: float, scope: str = "", version: int | None = None):
+    """(code, geodesic metres) of the grid nearest to a WGS84 point, in `scope` and `version` (default: the
+    active one); None if there is no grid."""
+    params = {"lon": lon, "lat": lat, "scope": scope, "version": version}
     for m in NEAREST_CANDIDATES:
         nearest = nearest_proven(await QUERIES["nearest_candidates"].fetch(conn, **params, m=m), lat, m)
         if nearest is not None:
-            break
-    else:  # many grids about as near (a far point): every grid within the planar bound, by geodesic metres
-        nearest = await QUERIES["nearest"].fetchrow(conn, **params)
-    raise OutsideEveryGrid(lon, lat, *(nearest or (None, None)))
+            return nearest
+    # many grids about as near (a far point): every grid within the planar bound, by geodesic metres
+    return await QUERIES["nearest"].fetchrow(conn, **params)
 
 
 SUBTREE = Query(

@@ -69,8 +69,9 @@ _BY_KEY = Query(
                               Incident.idempotency_key == bindparam("key", type_=String))
 )
 
-# One round trip: point → covering grid of the active version (lowest code on shared edges), the likely
-# duplicate (same category, open, within 50 m and 24 h), the incident row and its first event.
+# One round trip, atomic without a transaction around it: point → covering grid of the active version (lowest
+# code on shared edges), the likely duplicate (same category, open, within 50 m and 24 h), the incident row and
+# its first event. Nothing is written when the grid lies outside the caller's area (no row comes back).
 _INSERT = Query(text(f"""
 WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(CAST(:lon AS float8), CAST(:lat AS float8)), 4326) AS g),
 grid AS (
@@ -97,6 +98,7 @@ ins AS (
            grid.worker_id, CAST(:department AS text), (SELECT id FROM dup), CAST(:key AS text),
            CAST(:synthetic AS bool), pt.g
     FROM pt LEFT JOIN grid ON true
+    WHERE grid.code IS NULL OR starts_with(grid.code, CAST(:scope AS text))
     RETURNING id, status, duplicate_of),
 ev AS (
     INSERT INTO incident_events (incident_id, at, actor_id, action, to_status, note, data)
@@ -139,32 +141,31 @@ async def create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
 
 
 async def _create(conn, caller: Caller, new: NewIncident) -> tuple[str, bool]:
-    async with conn.transaction():
-        if new.idempotency_key:
-            existing = await _BY_KEY.fetchval(conn, reporter=caller.id, key=new.idempotency_key)
-            if existing:
-                return await get(conn, caller, existing), False
-        category = await _category(conn, new.category)
-        now = datetime.now(TZ)
-        due = due_at(now, category["time_limit"], category["time_limit_unit"], category["clock"])
-        row = await _INSERT.fetchrow(
-            conn, lon=new.lon, lat=new.lat, category=new.category, description=new.description, source=new.source,
-            reporter=caller.id, contact=orjson.dumps(new.reporter_contact).decode() if new.reporter_contact else None,
-            crs=new.input_crs, now=now, due=due, department=category["department_code"],
-            key=new.idempotency_key, event_data=orjson.dumps({"crs": new.input_crs, **new.extra}).decode(),
-            synthetic=new.synthetic,
-        )
-        incident_id, status = row["id"], row["status"]
-        if status == "unassigned":  # kept, never dropped or snapped: suggest the nearest grid
-            nearest = await areas.QUERIES["nearest"].fetchrow(conn, lon=new.lon, lat=new.lat, scope="", version=None)
-            if nearest:
-                await _SUGGEST.fetchval(conn, id=incident_id, code=nearest[0], distance=nearest[1])
-        feature = await get(conn, caller, incident_id, scoped=False)
-        grid_code = orjson.loads(feature)["properties"]["grid_code"]
-        if grid_code and not caller.can_see(grid_code):
-            raise NotFound("The point lies in no grid of your area; report it where it is in your area.",
-                           field="location")
-        return feature, True
+    # No transaction: the report is written by one statement (_INSERT), so a round trip each for BEGIN and
+    # COMMIT would buy nothing. A race on one Idempotency-Key ends in the unique index (create replays it).
+    if new.idempotency_key:
+        existing = await _BY_KEY.fetchval(conn, reporter=caller.id, key=new.idempotency_key)
+        if existing:
+            return await get(conn, caller, existing), False
+    category = await _category(conn, new.category)
+    now = datetime.now(TZ)
+    due = due_at(now, category["time_limit"], category["time_limit_unit"], category["clock"])
+    row = await _INSERT.fetchrow(
+        conn, lon=new.lon, lat=new.lat, category=new.category, description=new.description, source=new.source,
+        reporter=caller.id, contact=orjson.dumps(new.reporter_contact).decode() if new.reporter_contact else None,
+        crs=new.input_crs, now=now, due=due, department=category["department_code"],
+        key=new.idempotency_key, event_data=orjson.dumps({"crs": new.input_crs, **new.extra}).decode(),
+        synthetic=new.synthetic, scope=caller.scope,
+    )
+    if row is None:
+        raise NotFound("The point lies in no grid of your area; report it where it is in your area.",
+                       field="location")
+    incident_id, status = row["id"], row["status"]
+    if status == "unassigned":  # kept, never dropped or snapped: the nearest grid is a hint for the dispatcher
+        nearest = await areas.nearest_grid(conn, new.lon, new.lat)
+        if nearest:
+            await _SUGGEST.fetchval(conn, id=incident_id, code=nearest[0], distance=nearest[1])
+    return await get(conn, caller, incident_id, scoped=False), True
 
 
 # -- reads ---------------------------------------------------------------------------------------------------
