@@ -21,6 +21,9 @@ from geo.incidents.timelimits import TZ
 
 CHUNK_ROWS = 100_000
 Progress = Callable[[str, int, int | None], None]  # (phase, rows done, rows expected or None)
+# The phases reported to `progress`, in order, each named as the stage it is (what a failure happened during).
+PHASES = {"connecting": "connecting", "preparing": "preparing the import", "reading": "the COPY of the rows",
+          "assigning": "the assignment to grids", "committing": "the commit", "done": "done"}
 
 
 
@@ -108,10 +111,14 @@ def import_incidents(engine: Engine | Connection, path_or_bytes: str | Path | by
     options = dict(actor_id=actor_id, progress=progress, scope=scope, keep_outside=keep_outside,
                    find_duplicates=find_duplicates, started=started)
     if isinstance(engine, Connection):
-        return _import(engine, source, reader, reader.crs or declared, **options)
-    with engine.begin() as conn:
-        report = _import(conn, source, reader, reader.crs or declared, **options)
-    report.seconds = time.perf_counter() - started  # with the commit
+        report = _import(engine, source, reader, reader.crs or declared, **options)
+    else:
+        progress("connecting", 0, reader.expected)
+        with engine.begin() as conn:
+            report = _import(conn, source, reader, reader.crs or declared, **options)
+            progress("committing", report.total_rows, report.total_rows)
+        report.seconds = time.perf_counter() - started  # with the commit
+    progress("done", report.total_rows, report.total_rows)
     return report
 
 
@@ -119,6 +126,7 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
             started) -> ImportReport:
     batch_id = uuid.uuid4().hex
     now = pd.Timestamp(datetime.now(TZ))
+    progress("preparing", 0, reader.expected)
     # Before reading the active version: a publish (which locks incidents first) either finishes before this
     # import reads it, or waits for the import to commit (geo/publish.py).
     conn.execute(text("LOCK TABLE incidents IN ROW EXCLUSIVE MODE"))
@@ -166,7 +174,6 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
                            f"{report.rejected_count} rejected.")
     report.seconds = time.perf_counter() - started
     _record(conn, report, actor_id, scope)
-    progress("done", total, total)
     return report
 
 
