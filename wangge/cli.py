@@ -442,7 +442,7 @@ def incidents_import(
         engine = _engine("wangge incidents import", settings.bulk_statement_timeout_s)
         try:
             result = import_incidents(engine, file, format=format, crs=crs, progress=progress,
-                                      keep_outside=keep_outside)
+                                      keep_outside=keep_outside, max_columns=settings.bulk_max_columns)
         except DomainError as exc:
             bar.stop()
             _fail(exc.message)
