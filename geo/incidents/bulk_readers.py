@@ -17,6 +17,7 @@ import pandas as pd
 
 from geo import crs as crs_
 from geo.errors import InvalidInput
+from geo.file_messages import reader_message
 from geo.incidents.bulk_assign import STAGE_COLUMNS, due_times
 from geo.incidents.intake import SOURCES
 from geo.incidents.timelimits import TZ
@@ -120,8 +121,8 @@ class CsvReader:
             raise InvalidInput("The CSV is empty: expected a header line such as lon,lat,category.",
                                field="file") from None
         except pd.errors.ParserError as exc:
-            raise InvalidInput(f"The CSV is malformed: {exc}. Quote values that contain commas, quotes or "
-                               "line breaks.", field="file") from exc
+            raise InvalidInput(f"The CSV is malformed: {reader_message(exc)}. Quote values that contain commas, "
+                               "quotes or line breaks.", field="file") from exc
         self.map = _pick(names)
         if "lon" not in self.map:
             raise InvalidInput("CSV has no lon/lat columns; expected lon,lat or x,y (also lng,lat or "
@@ -202,8 +203,8 @@ class CsvReader:
                     record += len(frame) + len(bad)
                     yield rows, early
         except pd.errors.ParserError as exc:
-            raise InvalidInput(f"The CSV is malformed: {exc}. Quote values that contain commas, quotes or "
-                               "line breaks.", field="file") from exc
+            raise InvalidInput(f"The CSV is malformed: {reader_message(exc)}. Quote values that contain commas, "
+                               "quotes or line breaks.", field="file") from exc
 
     def _chunk(self, frame: pd.DataFrame, bad: list, record: int, extra: int):
         values = frame.astype(object).where(frame.notna(), "")
@@ -264,7 +265,7 @@ class FeatureReader:
         except InvalidInput:
             raise
         except Exception as exc:
-            raise InvalidInput(f"Cannot read the {source.format} file: {exc}", field="file") from exc
+            raise InvalidInput(f"Cannot read the {source.format} file: {reader_message(exc)}.", field="file") from exc
         self.expected = int(info["features"]) if info["features"] is not None and info["features"] >= 0 else None
         names = list(info["fields"])
         if len(names) > max_columns:
@@ -355,7 +356,8 @@ class FeatureReader:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith("pyogrio"):
-                raise InvalidInput(f"Cannot read the {self.source.format} file: {exc}", field="file") from exc
+                raise InvalidInput(f"Cannot read the {self.source.format} file: {reader_message(exc)}.",
+                                   field="file") from exc
             raise
         finally:
             if self._tmp is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from geo import crs as crs_
 from geo.auth import Caller
 from geo.errors import InvalidInput
+from geo.file_messages import reader_message
 from geo.planning import plans
 
 FORMATS = ("gpkg", "shp", "geojson", "parquet")
@@ -162,7 +163,7 @@ def read(path: str | Path, format: str | None = None, file_name: str | None = No
     except InvalidInput:
         raise
     except Exception as exc:  # GDAL, Arrow, zip and geopandas all say it their own way
-        raise InvalidInput(f"Cannot read the file as {_TITLES[fmt]} ({str(exc).strip() or type(exc).__name__}). "
+        raise InvalidInput(f"Cannot read the file as {_TITLES[fmt]} ({reader_message(exc)}). "
                            f"Send {ACCEPTED}.", field="file") from exc
     if not len(frame):
         raise InvalidInput("The file holds no features: expected one polygon per grid.", field="file")
@@ -193,8 +194,8 @@ def _to_wgs84(frame: gpd.GeoDataFrame, declared: str | None) -> tuple[gpd.GeoSer
                 series = series.to_crs(4326)
             except Exception as exc:
                 raise InvalidInput(f"The file is in {series.crs.name}, which cannot be converted to WGS84 "
-                                   f"({exc}). Reproject it to EPSG:4326 first, e.g. `ogr2ogr -t_srs EPSG:4326 "
-                                   "out.gpkg in.gpkg`.", field="crs") from exc
+                                   f"({reader_message(exc)}). Reproject it to EPSG:4326 first, e.g. "
+                                   "`ogr2ogr -t_srs EPSG:4326 out.gpkg in.gpkg`.", field="crs") from exc
         geometry = series.set_crs(4326, allow_override=True)
     present = geometry[~(geometry.isna() | geometry.is_empty)]
     if len(present):
