@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # reads then see the public view of each request (geo.open311.public_view).
     open311_public_reads: bool = False
 
+    def unzip_limits(self):
+        """The caps on unpacking a zip (geo.unzip.ZipLimits)."""
+        from geo.unzip import ZipLimits
+
+        return ZipLimits(max_bytes=self.unzip_max_bytes, max_members=self.unzip_max_members,
+                         max_ratio=self.unzip_max_ratio)
+
     def sync_connect_args(self, application_name: str, statement_timeout_s: float = 0) -> dict:
         """libpq settings for sync (psycopg) connections: the connect timeout, TCP keepalives and a user timeout
         (a peer that vanished is noticed in seconds, not minutes), a name in pg_stat_activity, and optionally a

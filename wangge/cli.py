@@ -508,7 +508,7 @@ def plans_import(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"reading {file.name}")
         try:
-            upload = plan_files.read(file, format, file.name, crs)
+            upload = plan_files.read(file, format, file.name, crs, Settings().unzip_limits())
             bar.update(task, description=f"checking and importing {len(upload.frame):,} features")
             with _engine().begin() as conn:
                 current = plans.draft(conn, plan_id).revision if revision is None else revision
