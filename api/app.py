@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_use = TokenUse()
         counting = asyncio.create_task(app.state.token_use.run(app.state.pool, settings.token_use_flush_s))
         # Sync work (analyses in threads, bulk import, jobs, escalation) shares one engine; nothing connects yet.
-        connect = {"connect_timeout": max(1, int(settings.db_connect_timeout_s))}
+        connect = settings.sync_connect_args("wangge serve")  # connect timeout, keepalives, no statement timeout
         app.state.sync_engine = sync_engine(settings.sync_url(), pool_size=4, max_overflow=4,
                                             pool_timeout=settings.db_acquire_timeout_s, connect_args=connect)
         escalator = escalation.start(settings.escalation_interval_s, app.state.sync_engine, settings.escalation_steps_h)

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
+import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -176,6 +177,7 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.QueryCanceledError,
     asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, OSError, TimeoutError,
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError, psycopg.InterfaceError,  # raw psycopg, as the bulk import's COPY raises them
 )
 RETRY_AFTER_S = 5
 log = logging.getLogger("wangge.api")

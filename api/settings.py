@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     max_features: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # JSON requests; bulk uploads have their own limit
     bulk_max_bytes: int = Field(default=200_000_000, ge=1024)  # POST /incidents/bulk uploads
+    # Bulk CSV intake (POST /incidents/bulk, `wangge incidents import`): a header with more columns is refused
+    # before any row is parsed.
+    bulk_max_columns: int = Field(default=200, ge=3)
+    # `wangge incidents import`: one statement may run this long before the server cancels it (0: no limit).
+    bulk_statement_timeout_s: float = Field(default=900, ge=0)
+    # Zip archives (zipped Shapefile plan files), checked while they are unpacked: the bytes they may expand
+    # to, how many members they may hold, and the most one member may expand relative to its compressed size.
+    unzip_max_bytes: int = Field(default=200_000_000, ge=1024)
+    unzip_max_members: int = Field(default=100, ge=1)
+    unzip_max_ratio: float = Field(default=200, ge=1)
     # Overdue escalation inside the service: every N seconds (0: off); hours overdue → community, street, district.
     escalation_interval_s: float = Field(default=300, ge=0)
     escalation_steps_h: tuple[int, int, int] = (0, 24, 72)
@@ -78,6 +88,25 @@ class Settings(BaseSettings):
     # Open311 GeoReport v2: reads of services and requests need an api_key unless this is True; anonymous
     # reads then see the public view of each request (geo.open311.public_view).
     open311_public_reads: bool = False
+
+    def unzip_limits(self):
+        """The caps on unpacking a zip (geo.unzip.ZipLimits)."""
+        from geo.unzip import ZipLimits
+
+        return ZipLimits(max_bytes=self.unzip_max_bytes, max_members=self.unzip_max_members,
+                         max_ratio=self.unzip_max_ratio)
+
+    def sync_connect_args(self, application_name: str, statement_timeout_s: float = 0) -> dict:
+        """libpq settings for sync (psycopg) connections: the connect timeout, TCP keepalives and a user timeout
+        (a peer that vanished is noticed in seconds, not minutes), a name in pg_stat_activity, and optionally a
+        statement timeout. The server also checks every second that the client is still there, so a statement
+        whose client died (SIGKILL, a lost laptop) stops instead of running on."""
+        options = "-c client_connection_check_interval=1000"
+        if statement_timeout_s:
+            options += f" -c statement_timeout={int(statement_timeout_s * 1000)}"
+        return {"connect_timeout": max(2, round(self.db_connect_timeout_s)), "application_name": application_name,
+                "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                "tcp_user_timeout": 15_000, "options": options}
 
     def sync_url(self) -> str:
         """SQLAlchemy URL for the psycopg (sync) driver."""

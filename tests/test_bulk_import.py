@@ -414,3 +414,56 @@ def test_bench_runs_on_a_small_file_and_agrees_with_the_raw_join(engine, demo, d
     url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     result = bulk_import(Bench(url=url, engine=engine, seconds=1, n_points=0), n=3000)
     assert result.failures == [] and result.rows[0].wangge > 0 and result.rows[0].raw > 0
+
+
+# ----------------------------------------------------------------------------------------------- column caps
+
+def _wide_csv(columns: int, rows: int = 20) -> bytes:
+    header = "lon,lat,category," + ",".join(f"c{i}" for i in range(3, columns))
+    row = "116.36,39.91,0101," + ",".join("1" for _ in range(3, columns))
+    return (header + "\n" + "\n".join([row] * rows) + "\n").encode()
+
+
+def test_a_csv_wider_than_the_cap_is_refused_and_one_at_the_cap_is_read(engine, inside):
+    lines = "".join(f"{x!r},{y!r},0101,a,b\n" for x, y, _ in inside[:3])
+    with rolled_back(engine) as conn:
+        report = bulk.import_incidents(conn, ("lon,lat,category,d,e\n" + lines).encode(), max_columns=5)
+        assert report.total_rows == 3 and report.ignored_columns == ["d", "e"]
+        with pytest.raises(InvalidInput, match=re.escape("The CSV has 6 columns; at most 5 are accepted")):
+            bulk.import_incidents(conn, ("lon,lat,category,d,e,f\n" + lines).encode(), max_columns=5)
+
+
+def test_post_bulk_refuses_a_csv_of_100000_columns_at_once_naming_the_limit(client, admin_headers, engine):
+    import time
+
+    body = _wide_csv(100_000)
+    assert len(body) > 4_000_000
+    before = _count_incidents(engine)
+    started = time.perf_counter()
+    response = client.post("/incidents/bulk", content=body, headers={**admin_headers, "Content-Type": "text/csv"})
+    took = time.perf_counter() - started
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_input", "file")
+    assert error["message"].startswith("The CSV has 100,000 columns; at most 200 are accepted "
+                                       "(WANGGE_BULK_MAX_COLUMNS).")
+    assert len(response.content) < 500 and took < 2, (len(response.content), took)
+    assert _count_incidents(engine) == before
+
+
+def test_cli_import_refuses_a_csv_of_100000_columns_in_one_line(database_url, demo, tmp_path, monkeypatch):
+    from wangge.cli import app
+
+    monkeypatch.setenv("WANGGE_DATABASE_URL", database_url)
+    path = tmp_path / "wide.csv"
+    path.write_bytes(_wide_csv(100_000))
+    result = CliRunner().invoke(app, ["incidents", "import", str(path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == ("error: The CSV has 100,000 columns; at most 200 are accepted "
+                                                      "(WANGGE_BULK_MAX_COLUMNS). Keep lon, lat, category and the "
+                                                      "columns you need.")
+
+
+def _count_incidents(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()

@@ -29,6 +29,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(network_app, name="network")
 app.add_typer(plans_app, name="plans")
 console = Console()
+errors = Console(stderr=True)
 
 DEMO_USER = "demo-admin"
 
@@ -39,15 +40,52 @@ def _cluster(settings: Settings):
     return LocalCluster(settings)
 
 
-def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr (never wrapped, never read as markup), then exit with `code`."""
+    from rich.markup import escape
+
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
 
 
-def _engine():
+def _engine(application_name: str = "wangge", statement_timeout_s: float = 0):
     from geo.db import sync_engine
 
-    return sync_engine(Settings().sync_url())
+    settings = Settings()
+    return sync_engine(settings.sync_url(),
+                       connect_args=settings.sync_connect_args(application_name, statement_timeout_s))
+
+
+def _database_gone(exc: BaseException) -> str | None:
+    """Why the database is gone, in one short line, when `exc` says so (connection refused, reset or
+    terminated, a statement cancelled by its timeout); None for any other error."""
+    import psycopg
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        if not (exc.connection_invalidated or isinstance(exc, (sqlalchemy.exc.OperationalError,
+                                                                sqlalchemy.exc.InterfaceError))):
+            return None
+        exc = exc.orig
+    elif not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return None
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return "a statement ran past its timeout (WANGGE_BULK_STATEMENT_TIMEOUT_S)"
+    first = exc.__context__  # the error that set it off says more than "the connection is lost"
+    while first is not None:
+        if isinstance(first, (psycopg.OperationalError, psycopg.InterfaceError)):
+            exc = first
+        first = first.__context__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: psycopg cancels the statement in flight on either."""
+
+
+def _interrupt(signum, frame) -> NoReturn:
+    raise _Interrupted()
 
 
 @db_app.command("start")
@@ -393,27 +431,57 @@ def incidents_import(
                                                     "nearest grid suggested, instead of rejecting them.")] = False,
 ) -> None:
     """Import incidents in one transaction: every row is filed or reported with its line and reason."""
+    import logging
+    import signal
+
     from rich.progress import MofNCompleteColumn
 
     from geo.errors import DomainError
-    from geo.incidents.bulk import import_incidents
+    from geo.incidents.bulk import PHASES, import_incidents
 
+    settings = Settings()
+    # A failure is reported below in one line; psycopg's own warning about the COPY it could not end is noise.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
+    stage = "reading the file"
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the statement in flight is cancelled, all rolled back
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("reading", total=None)
-        phases = {"reading": "reading and checking rows", "assigning": "assigning to grids (one statement)",
-                  "done": "done"}
+        phases = {"connecting": "connecting", "preparing": "preparing", "reading": "reading and checking rows",
+                  "assigning": "assigning to grids (one statement)", "committing": "committing", "done": "done"}
 
         def progress(phase: str, done: int, total: int | None) -> None:
+            nonlocal stage
+            stage = PHASES.get(phase, phase)
             bar.update(task, description=phases.get(phase, phase), completed=done,
                        total=None if phase == "assigning" else (max(total, done) if total else None))
 
+        engine = _engine("wangge incidents import", settings.bulk_statement_timeout_s)
         try:
-            result = import_incidents(_engine(), file, format=format, crs=crs, progress=progress,
-                                      keep_outside=keep_outside)
+            result = import_incidents(engine, file, format=format, crs=crs, progress=progress,
+                                      keep_outside=keep_outside, max_columns=settings.bulk_max_columns)
         except DomainError as exc:
+            bar.stop()
             _fail(exc.message)
+        except KeyboardInterrupt as exc:
+            bar.stop()
+            how = "stopped (SIGTERM)" if isinstance(exc, _Interrupted) else "interrupted"
+            _fail(f"nothing was imported: {how} during {stage}; the statement in flight was cancelled and the "
+                  "transaction rolled back.", 143 if isinstance(exc, _Interrupted) else 130)
+        except Exception as exc:
+            reason = _database_gone(exc)
+            if reason is None:
+                raise
+            bar.stop()
+            if stage == PHASES["committing"]:  # the server may have committed before it went away
+                _fail(f"the database went away during {stage} ({reason}): the import may or may not have been "
+                      "committed; look for it under incidents.import in audit_log before importing again.")
+            if stage == PHASES["connecting"]:
+                _fail(f"nothing was imported: the database could not be reached ({reason}).")
+            _fail(f"nothing was imported: the database went away during {stage} ({reason}).")
+        finally:
+            engine.dispose()
     console.print(f"{file.name}: {result.total_rows:,} rows, imported {result.imported:,}"
                   f" ({result.duplicates:,} likely duplicates), rejected {result.rejected_count:,}"
                   f" — grid version {result.grid_version}, {result.crs}, batch {result.batch_id},"
@@ -458,7 +526,7 @@ def plans_import(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"reading {file.name}")
         try:
-            upload = plan_files.read(file, format, file.name, crs)
+            upload = plan_files.read(file, format, file.name, crs, Settings().unzip_limits())
             bar.update(task, description=f"checking and importing {len(upload.frame):,} features")
             with _engine().begin() as conn:
                 current = plans.draft(conn, plan_id).revision if revision is None else revision

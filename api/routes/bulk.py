@@ -38,9 +38,9 @@ def _format(content_type: str, format: str | None) -> str | None:
 
 
 def _import(engine: Engine, path: str, format: str | None, crs: str, caller: Caller,
-            name: str | None) -> bulk.ImportReport:
+            name: str | None, max_columns: int) -> bulk.ImportReport:
     return bulk.import_incidents(engine, path, format=format, crs=crs, actor_id=caller.id, file_name=name,
-                                 scope=caller.scope)
+                                 scope=caller.scope, max_columns=max_columns)
 
 
 @router.post("/incidents/bulk", openapi_extra={"requestBody": {"required": True, "content": {
@@ -70,5 +70,6 @@ async def bulk_import(
                        "-H 'Content-Type: text/csv' ...`.") as path:
         if path is None:
             return Response(status_code=400)
-        report = await run_in_threadpool(_import, engine, str(path), file_format, crs, caller, filename)
+        report = await run_in_threadpool(_import, engine, str(path), file_format, crs, caller, filename,
+                                         settings.bulk_max_columns)
     return JSONResponse(report.summary(limit=REPORT_LIMIT))

@@ -82,7 +82,7 @@ async def import_file(
     crs = crs_.normalize_crs(crs) if crs else None
 
     def work(path: Path, fmt: str | None, name: str | None) -> dict:
-        upload = plan_files.read(path, fmt, name, crs)
+        upload = plan_files.read(path, fmt, name, crs, settings.unzip_limits())
         with engine.begin() as conn:
             return plan_files.import_grids(conn, caller, plan_id, revision, upload)
 

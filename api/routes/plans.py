@@ -49,7 +49,7 @@ async def create_plan_from_file(
     crs = crs_.normalize_crs(crs) if crs else None
 
     def work(path, fmt: str | None, file_name: str | None) -> dict:
-        upload = plan_files.read(path, fmt, file_name, crs)
+        upload = plan_files.read(path, fmt, file_name, crs, settings.unzip_limits())
         title = name or re.sub(r"(\.(zip|shp|gpkg|geojson|json|parquet|geoparquet))+$", "", file_name or "",
                                flags=re.IGNORECASE) or "Imported plan"
         with engine.begin() as conn:

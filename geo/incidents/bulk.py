@@ -17,11 +17,14 @@ from geo import audit
 from geo import crs as crs_
 from geo.incidents.bulk_assign import IMPORT_COLUMNS, active_version, assign, create_stage
 from geo.incidents.bulk_copy import copy_rows
-from geo.incidents.bulk_readers import CsvReader, FeatureReader, Source, validate
+from geo.incidents.bulk_readers import MAX_COLUMNS, CsvReader, FeatureReader, Source, validate
 from geo.incidents.timelimits import TZ
 
 CHUNK_ROWS = 100_000
 Progress = Callable[[str, int, int | None], None]  # (phase, rows done, rows expected or None)
+# The phases reported to `progress`, in order, each named as the stage it is (what a failure happened during).
+PHASES = {"connecting": "connecting", "preparing": "preparing the import", "reading": "the COPY of the rows",
+          "assigning": "the assignment to grids", "committing": "the commit", "done": "done"}
 
 
 
@@ -91,28 +94,35 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def import_incidents(engine: Engine | Connection, path_or_bytes: str | Path | bytes, format: str | None = None,
                      crs: str = "EPSG:4326", actor_id: int | None = None, progress: Progress | None = None, *,
                      file_name: str | None = None, scope: str = "", keep_outside: bool = False,
-                     find_duplicates: bool = True, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
+                     find_duplicates: bool = True, chunk_rows: int = CHUNK_ROWS,
+                     max_columns: int = MAX_COLUMNS) -> ImportReport:
     """Import a file of incident points in one transaction: all valid rows filed, every other row reported.
 
     `engine`: an Engine (the import commits at the end) or a Connection inside a transaction the caller owns.
     `format`: csv, geojson or gpkg (default: from the file name, else sniffed). `crs`: the coordinates' system
     when the file does not say (CSV, or a layer without a CRS), or GCJ-02/BD-09, which no file can declare.
     `scope`: code prefix of the caller's area; rows in other grids are rejected. Rows outside every grid are
-    rejected with the nearest grid, or kept as 'unassigned' with `keep_outside`.
+    rejected with the nearest grid, or kept as 'unassigned' with `keep_outside`. A CSV of more than `max_columns`
+    columns (a layer of more properties) is refused before any row is read.
     Raises InvalidInput (unreadable file, missing columns, CRS not accepted), UnknownCRS, Conflict."""
     started = time.perf_counter()
     progress = progress or (lambda phase, done, total: None)
     declared = crs_.normalize_crs(crs)
     source = Source.open(path_or_bytes, format, file_name)
     # Opening the reader checks the file (encoding, columns, layer, CRS) before the database is touched.
-    reader = CsvReader(source, chunk_rows) if source.format == "csv" else FeatureReader(source, declared, chunk_rows)
+    reader = (CsvReader(source, chunk_rows, max_columns) if source.format == "csv"
+              else FeatureReader(source, declared, chunk_rows, max_columns))
     options = dict(actor_id=actor_id, progress=progress, scope=scope, keep_outside=keep_outside,
                    find_duplicates=find_duplicates, started=started)
     if isinstance(engine, Connection):
-        return _import(engine, source, reader, reader.crs or declared, **options)
-    with engine.begin() as conn:
-        report = _import(conn, source, reader, reader.crs or declared, **options)
-    report.seconds = time.perf_counter() - started  # with the commit
+        report = _import(engine, source, reader, reader.crs or declared, **options)
+    else:
+        progress("connecting", 0, reader.expected)
+        with engine.begin() as conn:
+            report = _import(conn, source, reader, reader.crs or declared, **options)
+            progress("committing", report.total_rows, report.total_rows)
+        report.seconds = time.perf_counter() - started  # with the commit
+    progress("done", report.total_rows, report.total_rows)
     return report
 
 
@@ -120,6 +130,7 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
             started) -> ImportReport:
     batch_id = uuid.uuid4().hex
     now = pd.Timestamp(datetime.now(TZ))
+    progress("preparing", 0, reader.expected)
     # Before reading the active version: a publish (which locks incidents first) either finishes before this
     # import reads it, or waits for the import to commit (geo/publish.py).
     conn.execute(text("LOCK TABLE incidents IN ROW EXCLUSIVE MODE"))
@@ -167,7 +178,6 @@ def _import(conn, source, reader, input_crs, *, actor_id, progress, scope, keep_
                            f"{report.rejected_count} rejected.")
     report.seconds = time.perf_counter() - started
     _record(conn, report, actor_id, scope)
-    progress("done", total, total)
     return report
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from geo import crs as crs_
 from geo.errors import InvalidInput
+from geo.file_messages import reader_message
 from geo.incidents.bulk_assign import STAGE_COLUMNS, due_times
 from geo.incidents.intake import SOURCES
 from geo.incidents.timelimits import TZ
@@ -25,6 +26,7 @@ MAX_DESCRIPTION = 4000
 EARLIEST = pd.Timestamp("2000-01-01", tz=TZ)
 FUTURE_SLACK = timedelta(minutes=10)  # clock skew allowed for reported_at
 FORMATS = ("csv", "geojson", "gpkg")
+MAX_COLUMNS = 200  # columns of a CSV, properties of a layer (WANGGE_BULK_MAX_COLUMNS)
 Progress = Callable[[str, int, int | None], None]  # (phase, rows done, rows expected or None)
 
 # Column names accepted in files (lower-cased, stripped), first match wins.
@@ -106,9 +108,10 @@ class CsvReader:
     crs = None
     extra_columns = ()
 
-    def __init__(self, source: Source, chunk_rows: int):
-        """Sniff the encoding and count the lines of a CSV source."""
+    def __init__(self, source: Source, chunk_rows: int, max_columns: int = MAX_COLUMNS):
+        """Check the header's width, sniff the encoding and count the lines of a CSV source."""
         self.source, self.chunk_rows = source, chunk_rows
+        self._check_width(max_columns)
         self.encoding, lines = self._sniff()
         self.expected = max(lines - 1, 0) or None
         self.blank_lines = 0
@@ -118,8 +121,8 @@ class CsvReader:
             raise InvalidInput("The CSV is empty: expected a header line such as lon,lat,category.",
                                field="file") from None
         except pd.errors.ParserError as exc:
-            raise InvalidInput(f"The CSV is malformed: {exc}. Quote values that contain commas, quotes or "
-                               "line breaks.", field="file") from exc
+            raise InvalidInput(f"The CSV is malformed: {reader_message(exc)}. Quote values that contain commas, "
+                               "quotes or line breaks.", field="file") from exc
         self.map = _pick(names)
         if "lon" not in self.map:
             raise InvalidInput("CSV has no lon/lat columns; expected lon,lat or x,y (also lng,lat or "
@@ -130,6 +133,28 @@ class CsvReader:
                                f"holding a category code. Columns found: {', '.join(map(str, names))}.",
                                field="file")
         self.ignored = [str(n) for n in names if n not in self.map.values()]
+
+    def _check_width(self, max_columns: int) -> None:
+        """Refuse a header of more than `max_columns` columns, counted on the first record alone: before the file
+        is decoded or any row parsed. Commas, quotes and line breaks are ASCII in UTF-8 and GB18030 alike, so the
+        record is split as Latin-1 text."""
+        import csv
+
+        with (io.BytesIO(self.source.data) if self.source.data is not None
+              else open(self._path(), "rb")) as raw:
+            text_ = io.TextIOWrapper(raw, encoding="latin-1", newline="")
+            try:
+                header = next(csv.reader(text_), [])
+            except csv.Error:  # e.g. a field over csv's size limit: pandas names what is wrong
+                return
+        if len(header) > max_columns:
+            raise InvalidInput(f"The CSV has {len(header):,} columns; at most {max_columns:,} are accepted "
+                               "(WANGGE_BULK_MAX_COLUMNS). Keep lon, lat, category and the columns you need.",
+                               field="file")
+
+    def _path(self) -> Path:
+        assert self.source.path is not None  # a source without data has a path
+        return self.source.path
 
     def _sniff(self) -> tuple[str, int]:
         """UTF-8 (with or without BOM), else GB18030 (GBK as written by Chinese Excel); count the lines."""
@@ -150,8 +175,7 @@ class CsvReader:
         if self.source.data is not None:
             yield self.source.data
             return
-        assert self.source.path is not None  # a source without data has a path
-        with open(self.source.path, "rb") as f:
+        with open(self._path(), "rb") as f:
             while block := f.read(1 << 24):
                 yield block
 
@@ -179,8 +203,8 @@ class CsvReader:
                     record += len(frame) + len(bad)
                     yield rows, early
         except pd.errors.ParserError as exc:
-            raise InvalidInput(f"The CSV is malformed: {exc}. Quote values that contain commas, quotes or "
-                               "line breaks.", field="file") from exc
+            raise InvalidInput(f"The CSV is malformed: {reader_message(exc)}. Quote values that contain commas, "
+                               "quotes or line breaks.", field="file") from exc
 
     def _chunk(self, frame: pd.DataFrame, bad: list, record: int, extra: int):
         values = frame.astype(object).where(frame.notna(), "")
@@ -219,7 +243,7 @@ class FeatureReader:
     extra_columns = ("fid",)
     blank_lines = 0
 
-    def __init__(self, source: Source, declared: str, chunk_rows: int):
+    def __init__(self, source: Source, declared: str, chunk_rows: int, max_columns: int = MAX_COLUMNS):
         """Open a GeoJSON or GeoPackage source; `declared` is the crs the caller gave."""
         import pyogrio
 
@@ -241,9 +265,13 @@ class FeatureReader:
         except InvalidInput:
             raise
         except Exception as exc:
-            raise InvalidInput(f"Cannot read the {source.format} file: {exc}", field="file") from exc
+            raise InvalidInput(f"Cannot read the {source.format} file: {reader_message(exc)}.", field="file") from exc
         self.expected = int(info["features"]) if info["features"] is not None and info["features"] >= 0 else None
         names = list(info["fields"])
+        if len(names) > max_columns:
+            raise InvalidInput(f"The {source.format} layer has {len(names):,} properties; at most {max_columns:,} "
+                               "are accepted (WANGGE_BULK_MAX_COLUMNS). Keep category and the properties you need.",
+                               field="file")
         self.map = _pick(names)
         if "category" not in self.map:
             raise InvalidInput("The features have no category property; expected category (or category_code, "
@@ -328,7 +356,8 @@ class FeatureReader:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith("pyogrio"):
-                raise InvalidInput(f"Cannot read the {self.source.format} file: {exc}", field="file") from exc
+                raise InvalidInput(f"Cannot read the {self.source.format} file: {reader_message(exc)}.",
+                                   field="file") from exc
             raise
         finally:
             if self._tmp is not None:

@@ -7,7 +7,7 @@ import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import geopandas as gpd
@@ -17,9 +17,12 @@ import shapely
 from sqlalchemy import Connection, text
 
 from geo import crs as crs_
+from geo import unzip
 from geo.auth import Caller
-from geo.errors import InvalidInput
+from geo.errors import DomainError, InvalidInput
+from geo.file_messages import reader_message
 from geo.planning import plans
+from geo.unzip import ZipLimits
 
 FORMATS = ("gpkg", "shp", "geojson", "parquet")
 ACCEPTED = ("GeoPackage (.gpkg), a zipped Shapefile (.zip holding .shp, .shx, .dbf and .prj), GeoJSON (.geojson) "
@@ -125,44 +128,63 @@ def _named(path: Path, suffix: str):
         yield link
 
 
-def _read_frame(path: Path, fmt: str) -> gpd.GeoDataFrame:
-    import pyogrio
-
+def _read_frame(path: Path, fmt: str, limits: ZipLimits) -> gpd.GeoDataFrame:
     if fmt == "parquet":
         return gpd.read_parquet(path)
-    with _named(path, {"gpkg": ".gpkg", "geojson": ".geojson", "shp": ".zip"}[fmt]) as named:
-        target = str(named)
-        if fmt == "shp":
-            with zipfile.ZipFile(named) as archive:
-                members = [m for m in archive.namelist()
-                           if m.lower().endswith(".shp") and not m.startswith("__MACOSX/")]
-            if len(members) != 1:
-                raise InvalidInput(f"The zip must hold exactly one Shapefile (.shp with its .shx, .dbf and .prj); "
-                                   f"it holds {len(members)}{': ' + ', '.join(members) if members else ''}.",
-                                   field="file")
-            target = f"/vsizip/{named}/{members[0]}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            layers = pyogrio.list_layers(target)
-            if not len(layers):
-                raise InvalidInput("The file has no layers.", field="file")
-            polygons = [name for name, kind in layers if kind and "Polygon" in kind]
-            return pyogrio.read_dataframe(target, layer=polygons[0] if polygons else layers[0][0])
+    if fmt == "shp":
+        with tempfile.TemporaryDirectory(prefix="wangge-plan-") as folder:
+            return _read_layer(_unpack_shapefile(path, Path(folder), limits))
+    with _named(path, {"gpkg": ".gpkg", "geojson": ".geojson"}[fmt]) as named:
+        return _read_layer(str(named))
+
+
+def _unpack_shapefile(path: Path, folder: Path, limits: ZipLimits) -> str:
+    """The one Shapefile of a zip unpacked into `folder` (its .shp and the parts beside it, under the caps of
+    `limits`, counted while unpacking): GDAL then reads plain files, never the archive itself."""
+    with zipfile.ZipFile(path) as archive:
+        entries = unzip.members(archive, limits)
+        shps = [e for e in entries if e.filename.lower().endswith(".shp") and not e.filename.startswith("__MACOSX/")]
+        if len(shps) != 1:
+            names = ", ".join(PurePosixPath(e.filename).name for e in shps[:10])
+            raise InvalidInput(f"The zip must hold exactly one Shapefile (.shp with its .shx, .dbf and .prj); "
+                               f"it holds {len(shps)}{': ' + names if names else ''}.", field="file")
+        stem = PurePosixPath(shps[0].filename.lower()).with_suffix("")
+        written = 0
+        for entry in entries:  # the parts beside the .shp: same folder, same name (.shx, .dbf, .prj, .cpg, ...)
+            member = PurePosixPath(entry.filename.lower())
+            if entry.is_dir() or member.with_suffix("") != stem or not member.suffix[1:].isalnum():
+                continue
+            written = unzip.extract(archive, entry, folder / f"upload{member.suffix}", limits, written)
+    return str(folder / "upload.shp")
+
+
+def _read_layer(target: str) -> gpd.GeoDataFrame:
+    import pyogrio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        layers = pyogrio.list_layers(target)
+        if not len(layers):
+            raise InvalidInput("The file has no layers.", field="file")
+        polygons = [name for name, kind in layers if kind and "Polygon" in kind]
+        return pyogrio.read_dataframe(target, layer=polygons[0] if polygons else layers[0][0])
 
 
 def read(path: str | Path, format: str | None = None, file_name: str | None = None,
-         crs: str | None = None) -> Upload:
+         crs: str | None = None, limits: ZipLimits | None = None) -> Upload:
     """Read a plan file into WGS84. The file's own CRS is used (a GeoJSON is EPSG:4326) unless GCJ-02 or BD-09 is
-    declared, which wins; a file without a CRS is taken to be in `crs` (default EPSG:4326)."""
+    declared, which wins; a file without a CRS is taken to be in `crs` (default EPSG:4326). A zip is unpacked
+    within `limits` (PayloadTooLarge when it expands too far, InvalidInput for too many entries, nested archives
+    or absurd compression)."""
     path = Path(path)
     declared = crs_.normalize_crs(crs) if crs else None
     fmt = detect_format(path, format, file_name)
     try:
-        frame = _read_frame(path, fmt)
-    except InvalidInput:
+        frame = _read_frame(path, fmt, limits or ZipLimits())
+    except DomainError:
         raise
     except Exception as exc:  # GDAL, Arrow, zip and geopandas all say it their own way
-        raise InvalidInput(f"Cannot read the file as {_TITLES[fmt]} ({str(exc).strip() or type(exc).__name__}). "
+        raise InvalidInput(f"Cannot read the file as {_TITLES[fmt]} ({reader_message(exc)}). "
                            f"Send {ACCEPTED}.", field="file") from exc
     if not len(frame):
         raise InvalidInput("The file holds no features: expected one polygon per grid.", field="file")
@@ -193,8 +215,8 @@ def _to_wgs84(frame: gpd.GeoDataFrame, declared: str | None) -> tuple[gpd.GeoSer
                 series = series.to_crs(4326)
             except Exception as exc:
                 raise InvalidInput(f"The file is in {series.crs.name}, which cannot be converted to WGS84 "
-                                   f"({exc}). Reproject it to EPSG:4326 first, e.g. `ogr2ogr -t_srs EPSG:4326 "
-                                   "out.gpkg in.gpkg`.", field="crs") from exc
+                                   f"({reader_message(exc)}). Reproject it to EPSG:4326 first, e.g. "
+                                   "`ogr2ogr -t_srs EPSG:4326 out.gpkg in.gpkg`.", field="crs") from exc
         geometry = series.set_crs(4326, allow_override=True)
     present = geometry[~(geometry.isna() | geometry.is_empty)]
     if len(present):
