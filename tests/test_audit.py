@@ -62,3 +62,26 @@ def test_incident_transitions_and_token_use_are_in_it(client, admin_headers, eng
     with engine.connect() as conn:
         counted = conn.execute(text("SELECT sum(uses) FROM token_use")).scalar_one()
     assert counted >= 3  # at least this test's own requests
+
+
+def test_plan_edits_carry_before_and_after_and_exports_are_logged(client, admin_headers, engine):
+    token = make_token(engine, "planner", "110102001001")
+    planner = {"Authorization": f"Bearer {token}"}
+    plan = client.post("/plans", json={"name": "audit edits"}, headers=planner).json()["id"]
+    try:
+        with engine.connect() as conn:
+            code = conn.execute(text(
+                "SELECT code FROM areas WHERE version_id = :v AND level = 'grid' "
+                "AND code LIKE '110102001001%' ORDER BY code LIMIT 1"), {"v": plan}).scalar_one()
+        moved = client.post(f"/plans/{plan}/edits", headers=planner, json={
+            "op": "set_attributes", "code": code, "revision": 0, "kind": "commercial"})
+        assert moved.status_code == 200, moved.text
+        assert client.get(f"/plans/{plan}/export", params={"format": "geojson"}, headers=planner).status_code == 200
+        entries = client.get("/audit", params={"target": f"grid_version:{plan}"}, headers=admin_headers).json()
+        by_action = {e["action"]: e for e in entries["entries"]}
+        edit = by_action["plan.edit.set_attributes"]
+        assert edit["before"]["revision"] == 0 and edit["after"]["revision"] == 1 and edit["actor"]
+        export = by_action["plan.export"]
+        assert export["detail"]["format"] == "geojson" and export["detail"]["grids"] >= 1
+    finally:
+        assert client.delete(f"/plans/{plan}", headers=planner).status_code == 204

@@ -562,7 +562,7 @@ def plans_export(
         if format is None:
             _fail(f"Cannot tell the format from {file.name!r}: end it with .gpkg, .geojson, .zip or .parquet, "
                   "or give --format.")
-        with _engine().connect() as conn:
+        with _engine().begin() as conn:  # the export is audited
             out = plan_files.export(conn, _operator(), plan_id, format)
     except DomainError as exc:
         _fail(exc.message)

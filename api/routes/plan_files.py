@@ -99,7 +99,7 @@ def export_file(
     """A version's grids (draft, active or retired) in your area as a file, EPSG:4326, with code, name,
     community_code, street_code, kind, households, worker_id, worker_name and version_id (in a Shapefile:
     comm_code, street_cd, worker_nm)."""
-    with engine.connect() as conn:
+    with engine.begin() as conn:  # the export is audited
         out = plan_files.export(conn, caller, plan_id, format)
     return Response(out.content, media_type=out.media_type,
                     headers={"Content-Disposition": f'attachment; filename="{out.file_name}"'})

@@ -50,20 +50,24 @@ def apply(conn: Connection, caller: Caller, plan_id: int, revision: int, op: str
     new_revision = plans.bump(conn, plan_id, revision)
     change = OPS[op](conn, caller, plan_id, **params)
     changed = list(change.changed)
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
     if change.region is not None:
         around = conn.execute(text(
             "SELECT code, households FROM areas WHERE version_id = :v AND level = 'grid' "
             "AND ST_Intersects(geom, ST_SetSRID(ST_GeomFromWKB(:wkb), 4326))"),
             {"v": plan_id, "wkb": shapely.to_wkb(change.region)}).all()
-        before: dict[str, int] = dict(around)
+        before = dict(around)
         plans.recount(conn, plan_id, sorted(before))
-        after: dict[str, int] = dict(conn.execute(text(
+        after = dict(conn.execute(text(
             "SELECT code, households FROM areas WHERE version_id = :v AND level = 'grid' "
             "AND code = ANY(:codes)"), {"v": plan_id, "codes": sorted(before)}).all())
         # neighbours whose count moved (overlaps: the lowest code wins) are reported too, so a map can refresh them
         changed += sorted(c for c in after if after[c] != before[c] and c not in changed and caller.can_see(c))
     plans.audit(conn, caller, f"plan.edit.{op}", plan_id,
-                {"op": op, "revision": new_revision, "codes": changed, "removed": change.removed})
+                {"op": op, "revision": new_revision, "codes": changed, "removed": change.removed},
+                before={"revision": new_revision - 1, "households": before},
+                after={"revision": new_revision, "households": after})
     features = [orjson.loads(f) for f in _features(conn, plan_id, caller.scope, target, codes=changed)]
     return {"plan_id": plan_id, "revision": new_revision, "op": op, "changed": changed,
             "grids": {"type": "FeatureCollection", "features": features, "removed": change.removed}}

@@ -446,6 +446,7 @@ def export(conn: Connection, caller: Caller, plan_id: int, format: str) -> Expor
     if fmt is None:
         raise InvalidInput(f"Unknown format {format!r}; use gpkg, geojson, shp (zipped) or parquet.", field="format")
     grids = export_frame(conn, caller, plan_id)
+    plans.audit(conn, caller, "plan.export", plan_id, {"format": fmt, "grids": len(grids), "scope": caller.scope})
     return Export(write(grids, fmt), MEDIA_TYPES[fmt], f"plan-{plan_id}{SUFFIXES[fmt]}", len(grids))
 
 

@@ -150,9 +150,10 @@ def grids(conn: Connection, plan_id: int) -> gpd.GeoDataFrame:
         conn, geom_col="geom", params={"v": plan_id})
 
 
-def audit(conn: Connection, caller: Caller, action: str, plan_id: int, detail: dict) -> None:
-    """Write a plan action to the audit log."""
-    audit_log.record(conn, action, f"grid_version:{plan_id}", caller.id, detail=detail)
+def audit(conn: Connection, caller: Caller, action: str, plan_id: int, detail: dict, before: dict | None = None,
+          after: dict | None = None) -> None:
+    """Write a plan action to the audit log, with the values before and after where it changed some."""
+    audit_log.record(conn, action, f"grid_version:{plan_id}", caller.id, before=before, after=after, detail=detail)
 
 
 def taken_codes(conn: Connection, community_code: str) -> set[str]:
