@@ -119,15 +119,18 @@ def response_coverage(ctx: Bench) -> Result:
 
 # -- hotspots ------------------------------------------------------------------------------------------------
 
-def _demo_year() -> tuple[str, str]:
-    """[from, to) of the demo's synthetic incidents: the 365 days before fixtures.synth.END (dates in its zone)."""
-    from fixtures import synth
+def _demo_year(ctx: Bench) -> tuple[str, str]:
+    """[from, to) of the demo's synthetic incidents: the 365 days before the loaded demo's anchor (local dates)."""
+    from fixtures.load import anchor
+    from geo.incidents.timelimits import TZ
 
-    return (synth.END - timedelta(days=365)).date().isoformat(), synth.END.date().isoformat()
+    with ctx.engine.connect() as conn:
+        end = anchor(conn).astimezone(TZ)
+    return (end - timedelta(days=365)).date().isoformat(), (end + timedelta(days=1)).date().isoformat()
 
 
 def hotspots(ctx: Bench) -> Result:
-    start, end = _demo_year()
+    start, end = _demo_year(ctx)
     t0, t1, _ = hs.window(start, end, hs.datetime.now(hs.TZ))
     with ctx.engine.connect() as conn:
         area_id = conn.execute(text("SELECT id FROM areas WHERE code = :c AND version_id IS NULL"),

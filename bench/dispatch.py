@@ -16,7 +16,7 @@ import psycopg
 from sqlalchemy import text
 
 from bench import floor
-from bench.context import HTTP_PORT, Bench
+from bench.context import HTTP_PORT, Bench  # floor.PORT is HTTP_PORT + 1
 from bench.report import Result, Row
 from bench.runners import CLIENTS, THREADS, interleaved, pgbench, write_requests, wrk
 from geo.dispatch import nearest as dispatch
@@ -129,7 +129,7 @@ def _nearest(ctx: Bench, points, total: int) -> Result:
                       timeout=30) as client:
         problems = spot_check(ctx, client)  # also warms both workers
     # the bare KNN behind a bare ASGI app (the most any HTTP path keeps here), and the service with one worker
-    with floor.serve(ctx.url) as url, ctx.serving(1, HTTP_PORT + 1) as single:
+    with floor.serve(ctx.url) as url, ctx.serving(1, HTTP_PORT + 2) as single:
         def at(seconds, server=ctx.server):
             return SimpleNamespace(seconds=seconds, server=server, url=ctx.url, points=ctx.points)
 

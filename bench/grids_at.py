@@ -168,7 +168,7 @@ def grids_at_outside(ctx: Bench) -> Result:
              f"{ctx.seconds / 2:g} s per set (inside sample points; random points over the district's bounding box; "
              "300 points each 1, 10 and 110 km outwards from the grids' outline); req/s per set: "
              + ", ".join(f"{name} {runs[name]['rps']:,.0f} (p95 {runs[name]['p95']:.2f} ms)" for name in data)
-             + ". A point outside is answered by a KNN scan of 8 grids in Web Mercator (then 64) whose geodesic "
-             "metres prove the nearest (geo.areas.hierarchy.nearest_proven), else by ranking every grid within the "
-             "planar bound."]
+             + ". A point outside is answered by a KNN scan of 8 grids in Web Mercator whose geodesic metres prove "
+             "the nearest (geo.areas.hierarchy.nearest_proven), else by ranking every grid within the Mercator "
+             "reach of the best candidate's metres (ST_DWithin on the same index)."]
     return Result(rows, notes, [])

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, bindparam, case, func, null, select, text
+from sqlalchemy import Float, Integer, String, bindparam, case, func, literal_column, null, select, text
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.orm import aliased
 
@@ -66,6 +66,9 @@ def _visible(area):
     )
 
 
+NEAREST_CANDIDATES = 8  # grids a KNN scan ranks first; nearest_proven() says whether they decide
+
+
 def _build_statements():
     statements: dict[object, Any] = {}
     for geometry in (True, False):
@@ -91,25 +94,27 @@ def _build_statements():
         .order_by(area.code)
         .limit(1)
     )
-    # Nearest by geodesic metres: the planar (degree) nearest bounds the search radius, widened by
-    # 1/cos(lat) because a degree of longitude is shorter than one of latitude.
-    grids = (Area.level == "grid", Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
-    planar_nearest = (select(Area.geom.op("<->", return_type=Float)(point)).where(*grids)
-                      .order_by(Area.geom.op("<->")(point)).limit(1))
-    radius = planar_nearest.scalar_subquery() / func.cos(func.radians(bindparam("lat", type_=Float))) * 1.01
+    # The grid nearest to a point outside every grid, by geodesic metres (nearest_grid). First one KNN scan in
+    # Web Mercator (GiST areas_grid_version_mercator) takes the nearest candidates with their geodesic metres and
+    # Mercator distance; nearest_proven() says whether they must hold the nearest. 3857 and 'grid' are literals,
+    # never parameters, so that a generic plan uses that partial expression index.
+    grids = (Area.version_id == VERSION, Area.code.startswith(SCOPE, autoescape=False))
     distance = func.ST_Distance(func.geography(Area.geom), func.geography(point))
-    statements["nearest"] = (
-        select(Area.code, distance).where(*grids, func.ST_DWithin(Area.geom, point, radius))
-        .order_by(distance, Area.code).limit(1)
-    )
-    # The fast way first: one KNN scan in Web Mercator (GiST areas_grid_version_mercator) takes the nearest
-    # candidates with their geodesic metres and Mercator distance; nearest_proven() says whether they must hold
-    # the geodesically nearest grid.
-    mercator_point = func.ST_Transform(point, 3857)
-    mercator = func.ST_Transform(Area.geom, 3857).op("<->", return_type=Float)(mercator_point)
+    srid: Any = literal_column("3857")
+    mercator_point = func.ST_Transform(point, srid)
+    mercator = func.ST_Transform(Area.geom, srid).op("<->", return_type=Float)(mercator_point)
+    knn_grids = (Area.level == literal_column("'grid'"), *grids)
     statements["nearest_candidates"] = (
-        select(Area.code, distance, mercator.label("mercator")).where(*grids)
-        .order_by(mercator).limit(bindparam("m", type_=Integer))
+        select(Area.code, distance, mercator.label("mercator")).where(*knn_grids)
+        .order_by(mercator).limit(NEAREST_CANDIDATES)
+    )
+    # Where they cannot: every grid within the Mercator reach of the best candidate's metres (none beyond it can
+    # be nearer), ranked by geodesic metres.
+    statements["nearest_within"] = (
+        select(Area.code, distance)
+        .where(*knn_grids, func.ST_DWithin(func.ST_Transform(Area.geom, srid), mercator_point,
+                                           bindparam("reach", type_=Float)))
+        .order_by(distance, Area.code).limit(1)
     )
     return statements
 
@@ -118,19 +123,21 @@ STATEMENTS = _build_statements()
 QUERIES = {key: Query(statement) for key, statement in STATEMENTS.items()}
 
 
-NEAREST_CANDIDATES = (8, 64)  # a second, wider scan where the first cannot prove the nearest
-
-
-def nearest_proven(rows, lat: float, m: int) -> tuple[str, float] | None:
-    """The nearest grid (code, metres) among `m` KNN candidate rows, if no grid beyond them can be as near: any
+def nearest_proven(rows, lat: float) -> tuple[str, float] | None:
+    """The nearest grid (code, metres) among the KNN candidate rows, if no grid beyond them can be as near: any
     such grid is farther in Mercator than the last candidate, so out of reach when the nearest's metres fit in
     that Mercator distance (geo.crs.radius_3857). None: not proven."""
     if not rows:
         return None
-    code, metres = min(((row[0], row[1]) for row in rows), key=lambda pair: (pair[1], pair[0]))
-    if len(rows) < m or radius_3857(metres, lat) < max(row[2] for row in rows):
+    code, metres = best(rows)
+    if len(rows) < NEAREST_CANDIDATES or radius_3857(metres, lat) < max(row[2] for row in rows):
         return code, metres
     return None
+
+
+def best(rows) -> tuple[str, float]:
+    """The (code, metres) of the nearest row, ties to the lowest code."""
+    return min(((row[0], row[1]) for row in rows), key=lambda pair: (pair[1], pair[0]))
 
 
 def _check_scope(caller: Caller, code: str) -> None:
@@ -172,12 +179,15 @@ async def nearest_grid(conn, lon: float, lat: float, scope: str = "", version: i
     """(code, geodesic metres) of the grid nearest to a WGS84 point, in `scope` and `version` (default: the
     active one); None if there is no grid."""
     params = {"lon": lon, "lat": lat, "scope": scope, "version": version}
-    for m in NEAREST_CANDIDATES:
-        nearest = nearest_proven(await QUERIES["nearest_candidates"].fetch(conn, **params, m=m), lat, m)
-        if nearest is not None:
-            return nearest
-    # many grids about as near (a far point): every grid within the planar bound, by geodesic metres
-    return await QUERIES["nearest"].fetchrow(conn, **params)
+    rows = await QUERIES["nearest_candidates"].fetch(conn, **params)
+    if not rows:
+        return None
+    nearest = nearest_proven(rows, lat)
+    if nearest is not None:
+        return nearest
+    # many grids about as near: every grid that may be nearer than the best candidate, by geodesic metres
+    row = await QUERIES["nearest_within"].fetchrow(conn, **params, reach=radius_3857(best(rows)[1], lat))
+    return row[0], row[1]
 
 
 SUBTREE = Query(
