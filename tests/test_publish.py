@@ -127,7 +127,9 @@ def test_publish_gives_up_rather_than_wait_out_a_long_import(db):
         waited = time.monotonic() - t0
         importer.rollback()
     assert reply.status_code == 409 and "most likely a bulk import" in reply.json()["error"]["message"]
-    assert LOCK_TIMEOUT_S <= waited < LOCK_TIMEOUT_S + 5 and active(db) == before
+    # it waited for the lock, not failed at once, and gave up near the timeout (a fresh CI clone once measured
+    # 4.65 s for the server's 5 s: the bound allows for the timer's slack)
+    assert 0.8 * LOCK_TIMEOUT_S <= waited < LOCK_TIMEOUT_S + 5 and active(db) == before
     assert db.client.delete(f"/plans/{plan}", headers=db.admin).status_code == 204
 
 
