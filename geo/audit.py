@@ -6,6 +6,7 @@ every incident transition (incident_events) and each token's use per day (token_
 """
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
@@ -48,6 +49,11 @@ ORDER BY entry.at DESC, entry.id DESC, entry.src DESC"""
 def page_sql(action: str | None):
     """The page query over the sources an action filter can match (a constant gate would cost the merge)."""
     kind = action.split(".")[0] if action else None
+    return _page(kind if kind in SOURCES else "audit" if kind else None)
+
+
+@cache
+def _page(kind: str | None):
     chosen = [sql for name, sql in SOURCES.items() if name == "audit" or kind in (None, name)]
     return text(PAGE.replace("{sources}", " UNION ALL ".join(chosen)))
 

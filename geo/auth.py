@@ -85,6 +85,11 @@ def issue_token(conn: Connection, user_id: int, lifetime: timedelta | None = Non
                 actor_id: int | None = None) -> str:
     """Create a new bearer token for the user, valid for `lifetime` (None: until revoked); only its hash is
     stored, so show it once. `kind` 'session' marks a sign-in's cookie."""
+    return _issue(conn, user_id, lifetime, kind, actor_id)[0]
+
+
+def _issue(conn: Connection, user_id: int, lifetime: timedelta | None, kind: str,
+           actor_id: int | None) -> tuple[str, int]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = None if lifetime is None else func.now() + lifetime
     token_id = conn.execute(insert(ApiToken).values(
@@ -92,7 +97,7 @@ def issue_token(conn: Connection, user_id: int, lifetime: timedelta | None = Non
     ).returning(ApiToken.id)).scalar_one()
     audit.record(conn, "token.issue", f"token:{token_id}", actor_id, after={
         "user_id": user_id, "kind": kind, "lifetime_s": None if lifetime is None else lifetime.total_seconds()})
-    return token
+    return token, token_id
 
 
 @cache
@@ -136,8 +141,7 @@ def sign_in(conn: Connection, name: str, secret: str, address: str, lifetime: ti
         audit.record(conn, "auth.sign_in_failed", f"user:{user.id}" if user else None,
                      detail={"name": name, "address": address})
         return None
-    token = issue_token(conn, user.id, lifetime, kind="session", actor_id=user.id)
-    token_id = conn.execute(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token))).scalar_one()
+    token, token_id = _issue(conn, user.id, lifetime, "session", user.id)
     audit.record(conn, "auth.sign_in", f"user:{user.id}", user.id,
                  detail={"method": method, "address": address, "token_id": token_id})
     return token

@@ -73,6 +73,14 @@ def _running(engine, pid: int) -> str | None:
             "AND datname = current_database() LIMIT 1"), {"pid": pid, "app": APPLICATION}).scalar()
 
 
+def _wait_gone(engine, pid: int, after: str) -> None:
+    """Until neither backend `pid` nor any other of the command's runs a statement; at most 2 s after `after`."""
+    sent = time.monotonic()
+    while _running(engine, pid) is not None:
+        assert time.monotonic() - sent < 2, f"the backend still runs {_running(engine, pid)!r} 2 s after {after}"
+        time.sleep(0.02)
+
+
 def _one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
@@ -105,10 +113,7 @@ def test_ctrl_c_mid_copy_cancels_the_statement_and_imports_nothing(engine, datab
     pid = _backend(engine, process, "COPY stage_incidents%")
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    sent = time.monotonic()
-    while _running(engine, pid) is not None:
-        assert time.monotonic() - sent < 2, f"the backend still runs {_running(engine, pid)!r} 2 s after Ctrl-C"
-        time.sleep(0.02)
+    _wait_gone(engine, pid, "Ctrl-C")
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     assert _one_line(stderr).startswith("error: nothing was imported: interrupted during the COPY of the rows;")
@@ -120,10 +125,7 @@ def test_sigterm_during_the_assignment_cancels_that_statement_and_imports_nothin
     process = _start(database_url, big_csv)
     pid = _backend(engine, process, "%WITH dup AS%")  # the one statement that files the rows
     process.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    while _running(engine, pid) is not None:
-        assert time.monotonic() - sent < 2, f"the backend still runs {_running(engine, pid)!r} 2 s after SIGTERM"
-        time.sleep(0.02)
+    _wait_gone(engine, pid, "SIGTERM")
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 143, stderr
     assert _one_line(stderr).startswith("error: nothing was imported: stopped (SIGTERM) during the assignment to "

@@ -48,12 +48,12 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def _form(lang: str, next_path: str, status: int = 200, message: str | None = None, name: str = "",
-          request: Request | None = None, headers: dict | None = None) -> HTMLResponse:
+def _form(request: Request, lang: str, next_path: str, status: int = 200, message: str | None = None,
+          name: str = "", headers: dict | None = None) -> HTMLResponse:
     key = secrets.token_urlsafe(24)
     reply = HTMLResponse(page.build(lang, next_path, key, message, name), status_code=status, headers=headers)
     reply.set_cookie(FORM_COOKIE, key, max_age=3600, path="/login", httponly=True, samesite="strict",
-                     secure=bool(request and _secure(request)))
+                     secure=_secure(request))
     return reply
 
 
@@ -63,7 +63,7 @@ def sign_in_page(request: Request,
                  lang: Annotated[str | None, Query(max_length=5, description="zh (default) or en")] = None,
                  ) -> HTMLResponse:
     """The sign-in form, in Chinese (or English with ?lang=en)."""
-    return _form(lang_of(lang), _local(next), request=request)
+    return _form(request, lang_of(lang), _local(next))
 
 
 @router.post("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -78,7 +78,7 @@ def sign_in(request: Request, settings: SettingsDep, engine: SyncEngine,
     language, next_path = lang_of(lang), _local(next)
     expected = request.cookies.get(FORM_COOKIE)
     if not expected or not secrets.compare_digest(expected, form_key):
-        return _form(language, next_path, 400, "sign_in_again", name, request)  # a forged or stale form
+        return _form(request, language, next_path, 400, "sign_in_again", name)  # a forged or stale form
     failures: MovingWindowRateLimiter = request.app.state.sign_in_failures
     address = request.client.host if request.client else "?"
     limit = parse(settings.sign_in_failures)
@@ -87,13 +87,13 @@ def sign_in(request: Request, settings: SettingsDep, engine: SyncEngine,
         if not failures.test(limit, "sign-in", key):
             reset = failures.get_window_stats(limit, "sign-in", key).reset_time
             wait = str(max(1, math.ceil(reset - time.time())))
-            return _form(language, next_path, 429, "sign_in_limited", name, request, {"Retry-After": wait})
+            return _form(request, language, next_path, 429, "sign_in_limited", name, {"Retry-After": wait})
     with engine.begin() as conn:  # a failure is audited too, so this commits either way
         token = auth.sign_in(conn, name, secret, address, settings.session_lifetime())
     if token is None:
         for key in keys:
             failures.hit(limit, "sign-in", key)
-        return _form(language, next_path, 401, "sign_in_failed", name, request)
+        return _form(request, language, next_path, 401, "sign_in_failed", name)
     reply = RedirectResponse(next_path, status_code=303)
     reply.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_lifetime().total_seconds()), path="/",
                      httponly=True, samesite="strict", secure=_secure(request))
