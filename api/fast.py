@@ -6,7 +6,8 @@ those two paths with a bearer token and only the route's own parameters, it vali
 route's model (api.params), resolves the caller, checks the route's policy (api.policy), runs the route's
 reply function (api.routes) on a connection from the app's one pool and sends the bytes, or the error reply
 the route's handler would send (api.errors): the same answer, without FastAPI's dependency and routing work.
-Anything else (other parameters, repeated ones, a token in the URL, dependency overrides) goes to the route.
+Anything else (other parameters, repeated ones, a session cookie without a bearer token, dependency
+overrides) goes to the route.
 """
 
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import cached_caller, pooled
+from api.deps import SESSION_COOKIE, cached_caller, pooled
 from api.errors import DATABASE_UNAVAILABLE, domain_response, unavailable_response, validation_response
 from api.params import GridAtQuery, NearestQuery, PointQuery
 from api.policy import authorize
@@ -73,6 +74,10 @@ def query_params(query_string: bytes, names: frozenset) -> dict | None:
     return params if len(params) == len(pairs) and params.keys() <= names else None
 
 
+def _has_session(headers) -> bool:
+    return any(name == b"cookie" and SESSION_COOKIE.encode() in value for name, value in headers)
+
+
 def bearer_token(headers) -> str | None:
     """The bearer token as fastapi.security.HTTPBearer reads it (the first Authorization header)."""
     for name, value in headers:
@@ -85,8 +90,9 @@ def bearer_token(headers) -> str | None:
 async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Response | None:
     """The route's response for this request, or None when the route must answer it itself."""
     raw = query_params(scope["query_string"], _NAMES[scope["path"]])
-    if raw is None:
-        return None
+    token = bearer_token(scope["headers"])
+    if raw is None or (token is None and _has_session(scope["headers"])):
+        return None  # a signed-in browser's cookie is the route's to read
     try:
         params = model.model_validate(raw)
     except ValidationError as exc:
@@ -94,7 +100,7 @@ async def answer(scope: Scope, model: type[PointQuery], reply: Reply) -> Respons
     state = scope["app"].state
     try:  # the app's one pool, as the route's get_conn takes it
         async with pooled(state) as conn:
-            caller = await cached_caller(state, conn, bearer_token(scope["headers"]))
+            caller = await cached_caller(state, conn, token)
             authorize(caller, "GET", scope["path"])
             body = await reply(conn, caller, state.settings, params)
     except DomainError as exc:

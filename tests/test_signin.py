@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import make_token
+from tests.conftest import lean, make_token
 
 AREA = "110102001"
 
@@ -77,6 +77,9 @@ def test_a_token_signs_in_too_and_the_cookie_is_secure_over_tls(app, engine):
     assert reply.status_code == 303 and "Secure" in reply.headers["set-cookie"]
     assert client.get(site + "/maps/incidents?area=110102001").status_code == 200
     assert client.get(site + "/incidents", params={"area": AREA, "limit": 1}).status_code == 200
+    # the lean path's routes too: with no bearer header, the cookie is the route's to read
+    assert client.get(site + "/grids/at", params={"lon": 116.3655, "lat": 39.9127}).status_code in (200, 404)
+    assert lean(client, {"Cookie": f"wangge_session={token}"}, "/grids/at", "lon=116.3655&lat=39.9127") is None
 
 
 def test_wrong_secrets_forged_forms_and_open_redirects_are_refused(app, planner, engine):
